@@ -1,0 +1,61 @@
+"""ament_python package `videovla_ros`: installs videovla_ros/, videovla_model/, videovla_sim/, launch/, config/."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE_NAME = "videovla_ros"
+HERE = Path(__file__).parent
+
+
+def share_files(folder: str) -> list[tuple[str, list[str]]]:
+    """Every file below `folder`, installed under share/videovla_ros/<folder>/ keeping sub-folders."""
+    by_destination: dict[str, list[str]] = {}
+    for path in sorted((HERE / folder).rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            relative = path.relative_to(HERE)
+            destination = str(Path("share") / PACKAGE_NAME / relative.parent)
+            by_destination.setdefault(destination, []).append(str(relative))
+    return sorted(by_destination.items())
+
+
+setup(
+    name=PACKAGE_NAME,
+    version="0.1.0",
+    packages=find_packages(
+        include=[
+            "videovla_ros",
+            "videovla_ros.*",
+            "videovla_model",
+            "videovla_model.*",
+            "videovla_sim",
+            "videovla_sim.*",
+        ]
+    ),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
+        (f"share/{PACKAGE_NAME}", ["package.xml"]),
+        *share_files("launch"),
+        *share_files("config"),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="videovla maintainers",
+    maintainer_email="videovla@example.org",
+    description="VideoVLA policy, arm bridge and imagination on ROS 2, plus the videovla_model package.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            # ROS nodes (`ros2 run videovla_ros <name>`)
+            "policy_node = videovla_ros.policy_node:main",
+            "arm_bridge_node = videovla_ros.arm_bridge_node:main",
+            "sim_arm_node = videovla_ros.sim_arm_node:main",
+            # The launch file's nodes in one process, for machines without `ros2 launch`
+            "bringup = videovla_ros.bringup:main",
+            # Model tools
+            "videovla-train = videovla_model.train:main",
+            # Simulation tools
+            "videovla-collect = videovla_sim.collect:main",
+        ],
+    },
+)

@@ -1,0 +1,48 @@
+"""The training batch: what the data pipeline hands the model's loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TrainingBatch:
+    """One batch of training samples.
+
+    observation: (B, 3, H, W) float in [-1, 1], the current camera frame (the conditioning image).
+    video: (B, 3, F, H, W) float in [-1, 1], the clip whose latents are denoised; frame 0 is the observation
+        itself, frames 1.. the future (CogVideoX image-to-video convention; F = 4k + 1 for the causal VAE).
+    instructions: B language instructions.
+    actions: (B, R, D) float, normalised to [-1, 1]; row 0 is the action taken right after the observation.
+    action_mask: (B, R) bool, False for rows padded past an episode's end (left out of the action loss).
+    embodiment_ids: (B,) int64.
+    """
+
+    observation: torch.Tensor
+    video: torch.Tensor
+    instructions: list[str]
+    actions: torch.Tensor
+    action_mask: torch.Tensor
+    embodiment_ids: torch.Tensor
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TrainingBatch:
+        """The batch on `device`; floating tensors also cast to `dtype` when given."""
+
+        def move(tensor: torch.Tensor) -> torch.Tensor:
+            if dtype is not None and tensor.is_floating_point():
+                return tensor.to(device=device, dtype=dtype)
+            return tensor.to(device=device)
+
+        return TrainingBatch(
+            observation=move(self.observation),
+            video=move(self.video),
+            instructions=list(self.instructions),
+            actions=move(self.actions),
+            action_mask=move(self.action_mask),
+            embodiment_ids=move(self.embodiment_ids),
+        )
+
+    def __len__(self) -> int:
+        return len(self.instructions)

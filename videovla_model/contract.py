@@ -1,0 +1,124 @@
+"""The numpy-in / numpy-out policy contract between the model and everything that runs it.
+
+ROS nodes, the policy server, recorders and evaluation scripts hold a `Policy` and nothing else, so a
+VideoVLA checkpoint, a remote policy or a scripted expert can stand in for each other. This module imports
+only numpy: holders of a policy never pay for torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+# The suite's action layout (see videovla_msgs/msg/ActionChunk.msg). Translation in metres, rotation as
+# extrinsic XYZ Euler deltas in radians, gripper 0 = closed .. 1 = open.
+DEFAULT_ACTION_DIM_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+
+
+@dataclass(frozen=True)
+class PolicyMetadata:
+    """What a policy produces, so consumers never assume the layout of an action row."""
+
+    action_dim_names: tuple[str, ...]
+    chunk_rows: int
+    execute_rows: int
+    time_step: float
+    """Seconds between consecutive action rows."""
+    image_size: tuple[int, int]
+    """(height, width) the policy works at; other input sizes are resized by `videovla_model.processing`."""
+    embodiment_ids: tuple[int, ...] = (0,)
+    imagined_frame_period: float = 0.0
+    """Seconds between imagined video frames; 0 when the policy does not imagine video."""
+
+    def __post_init__(self) -> None:
+        if not self.action_dim_names:
+            raise ValueError("PolicyMetadata.action_dim_names must name at least one dimension")
+        if len(set(self.action_dim_names)) != len(self.action_dim_names):
+            raise ValueError(f"PolicyMetadata.action_dim_names has duplicates: {self.action_dim_names}")
+        if self.chunk_rows < 1:
+            raise ValueError(f"PolicyMetadata.chunk_rows must be >= 1, got {self.chunk_rows}")
+        if not 1 <= self.execute_rows <= self.chunk_rows:
+            raise ValueError(
+                f"PolicyMetadata.execute_rows must be in [1, chunk_rows={self.chunk_rows}], got {self.execute_rows}"
+            )
+        if not (math.isfinite(self.time_step) and self.time_step > 0):
+            raise ValueError(f"PolicyMetadata.time_step must be a positive number of seconds, got {self.time_step}")
+
+    @property
+    def action_dims(self) -> int:
+        return len(self.action_dim_names)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One policy input.
+
+    image: (H, W, 3) uint8 RGB camera frame, any size (see `videovla_model.processing.prepare_image`).
+    instruction: the language instruction, e.g. "pick up the red cube".
+    embodiment_id: which robot the actions are for (one of `PolicyMetadata.embodiment_ids`).
+    """
+
+    image: np.ndarray
+    instruction: str
+    embodiment_id: int = 0
+
+
+@dataclass(frozen=True)
+class PolicyOutput:
+    """One policy answer.
+
+    actions: (chunk_rows, action_dims) float32 in robot units (un-normalised, gripper thresholded).
+    imagined_frames: (T, H, W, 3) uint8 RGB, or None when video decoding was not asked for.
+    timings: seconds per stage (e.g. "text_encoding", "observation_encoding", "denoising", "video_decoding",
+        "total"); every policy reports at least "total".
+    """
+
+    actions: np.ndarray
+    imagined_frames: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that turns an observation into an action chunk."""
+
+    @property
+    def metadata(self) -> PolicyMetadata: ...
+
+    def infer(self, observation: Observation, *, decode_video: bool = False) -> PolicyOutput:
+        """Predicts one action chunk; decodes the imagined video only when `decode_video` is set."""
+        ...
+
+
+def validate_observation(observation: Observation, metadata: PolicyMetadata) -> None:
+    """Raises ValueError naming the field and what was expected when an observation is unusable."""
+    image = observation.image
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"observation.image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"observation.image must have dtype uint8 (RGB 0..255), got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"observation.image must have shape (H, W, 3), got {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"observation.image must not be empty, got shape {image.shape}")
+    if not isinstance(observation.instruction, str) or not observation.instruction.strip():
+        raise ValueError(f"observation.instruction must be a non-empty string, got {observation.instruction!r}")
+    if observation.embodiment_id not in metadata.embodiment_ids:
+        raise ValueError(
+            f"observation.embodiment_id must be one of {metadata.embodiment_ids}, got {observation.embodiment_id}"
+        )
+
+
+def validate_output(output: PolicyOutput, metadata: PolicyMetadata) -> None:
+    """Raises ValueError when a policy answer does not match its own metadata (shape, dtype, finiteness)."""
+    expected = (metadata.chunk_rows, metadata.action_dims)
+    if output.actions.shape != expected:
+        raise ValueError(f"policy actions must have shape {expected}, got {output.actions.shape}")
+    if not np.all(np.isfinite(output.actions)):
+        raise ValueError("policy actions contain NaN or infinite values")
+    frames = output.imagined_frames
+    if frames is not None and (frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3):
+        raise ValueError(f"imagined_frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
