@@ -18,7 +18,7 @@ from videovla_msgs.msg import ActionChunk
 NANOSECONDS_PER_SECOND = 1_000_000_000
 
 
-class ChunkRejected(ValueError):
+class ChunkRejectedError(ValueError):
     """A chunk that must not be executed; the message says which field is wrong and what was expected."""
 
 
@@ -82,42 +82,48 @@ def to_msg(chunk: TimedChunk) -> ActionChunk:
 
 
 def from_msg(msg: ActionChunk, required_dims: Sequence[str] = ()) -> TimedChunk:
-    """Validates an ActionChunk and returns it typed; raises ChunkRejected naming what is wrong.
+    """Validates an ActionChunk and returns it typed; raises ChunkRejectedError naming what is wrong.
 
     required_dims: dimension names the consumer needs (e.g. the bridge's "dx", ..., "gripper").
     """
     if msg.rows == 0 or msg.dims == 0:
-        raise ChunkRejected(f"chunk {msg.sequence}: rows and dims must be > 0, got rows={msg.rows} dims={msg.dims}")
+        raise ChunkRejectedError(
+            f"chunk {msg.sequence}: rows and dims must be > 0, got rows={msg.rows} dims={msg.dims}"
+        )
     if len(msg.dim_names) != msg.dims:
-        raise ChunkRejected(f"chunk {msg.sequence}: dim_names has {len(msg.dim_names)} names, expected dims={msg.dims}")
+        raise ChunkRejectedError(
+            f"chunk {msg.sequence}: dim_names has {len(msg.dim_names)} names, expected dims={msg.dims}"
+        )
     if len(set(msg.dim_names)) != len(msg.dim_names):
-        raise ChunkRejected(f"chunk {msg.sequence}: dim_names has duplicates: {list(msg.dim_names)}")
+        raise ChunkRejectedError(f"chunk {msg.sequence}: dim_names has duplicates: {list(msg.dim_names)}")
     missing = [name for name in required_dims if name not in msg.dim_names]
     if missing:
-        raise ChunkRejected(
+        raise ChunkRejectedError(
             f"chunk {msg.sequence}: dim_names {list(msg.dim_names)} lacks required dimensions {missing}"
         )
     expected_length = msg.rows * msg.dims
     if len(msg.actions) != expected_length:
-        raise ChunkRejected(
+        raise ChunkRejectedError(
             f"chunk {msg.sequence}: actions has {len(msg.actions)} values, expected rows*dims = "
             f"{msg.rows}*{msg.dims} = {expected_length}"
         )
     actions = np.asarray(msg.actions, dtype=np.float64).reshape(msg.rows, msg.dims)
     if not np.all(np.isfinite(actions)):
         bad_rows = sorted({int(r) for r in np.argwhere(~np.isfinite(actions))[:, 0]})
-        raise ChunkRejected(f"chunk {msg.sequence}: actions contain NaN or infinite values in rows {bad_rows}")
+        raise ChunkRejectedError(f"chunk {msg.sequence}: actions contain NaN or infinite values in rows {bad_rows}")
     if not (math.isfinite(msg.time_step) and msg.time_step > 0):
-        raise ChunkRejected(
+        raise ChunkRejectedError(
             f"chunk {msg.sequence}: time_step must be a positive number of seconds, got {msg.time_step}"
         )
     if not 1 <= msg.execute_rows <= msg.rows:
-        raise ChunkRejected(
+        raise ChunkRejectedError(
             f"chunk {msg.sequence}: execute_rows must be in [1, rows={msg.rows}], got {msg.execute_rows}"
         )
     capture_time_ns = time_to_ns(msg.header.stamp)
     if capture_time_ns == 0:
-        raise ChunkRejected(f"chunk {msg.sequence}: header.stamp is zero; it must be the source image's capture time")
+        raise ChunkRejectedError(
+            f"chunk {msg.sequence}: header.stamp is zero; it must be the source image's capture time"
+        )
     return TimedChunk(
         capture_time_ns=capture_time_ns,
         frame_id=msg.header.frame_id,
