@@ -1,11 +1,16 @@
-# The README's two commands are `make demo` and `make test`; everything else is what they are made of.
+# The README's two commands are `make demo` and `make test`; the other targets are what they are made of.
 SHELL := /bin/bash
 WITH_ENV := scripts/with_env.sh
+# The Realman stand-in interfaces used by the tests only (never installed for users).
+TEST_OVERLAY := build/test_fixtures/install/local_setup.bash
 
-.PHONY: setup test lint format demo clean
+.PHONY: setup test-fixtures lint format test demo clean
 
 setup:
 	@bash scripts/setup.sh
+
+test-fixtures: setup
+	@bash scripts/build_test_fixtures.sh
 
 lint: setup
 	@$(WITH_ENV) ruff check .
@@ -15,8 +20,8 @@ format: setup
 	@$(WITH_ENV) ruff format .
 	@$(WITH_ENV) ruff check --fix .
 
-test: lint
-	@$(WITH_ENV) python -m pytest $(PYTEST_ARGS)
+test: lint test-fixtures
+	@$(WITH_ENV) bash -c 'source $(TEST_OVERLAY) && python -m pytest $(PYTEST_ARGS)'
 
 clean:
 	rm -rf build install log .pytest_cache .ruff_cache
