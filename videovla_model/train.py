@@ -1,0 +1,579 @@
+"""`videovla-train`: fine-tune VideoVLA on an episode dataset, on CPU, one GPU or many (`accelerate launch`).
+
+    videovla-train --dataset data/ --output runs/sim --preset small --steps 2000 --batch-size 8
+    accelerate launch --num_processes 8 -m videovla_model.train --dataset data/ --output runs/rm65 \\
+        --init-cogvideox CogVideoX-5b-I2V --preset cogvideox-5b --mixed-precision bf16 --gradient-checkpointing
+
+Output folder::
+
+    training_config.json       this run's TrainingConfig (a resumed run must agree with it)
+    metrics.csv                step, loss, video_loss, action_loss (means over each log interval), lr (of the
+                               interval's last step), samples_per_s
+    checkpoint-<step>/         the model (VideoVLAModel.save_pretrained: safetensors + JSON, normalisation included)
+                               + accelerate state: optimizer.bin, scheduler.bin, random_states_<rank>.pkl
+                               + training_state.json (step, processes; written last: marks the checkpoint complete)
+    final/                     the model after the last step (what `load_policy` opens)
+
+Checkpoints and pickle: model weights are safetensors. accelerate 1.x writes optimizer, scheduler and RNG
+states with `torch.save` and reads them back through `accelerate.utils.load`, which passes `weights_only=True`
+(plus an allow-list for the numpy RNG state), so resuming never unpickles arbitrary objects. The RNG files are
+not needed for exactness: every random draw of step k comes from generators seeded with (seed, k, rank).
+
+Exact resume: a step's batch (`data.StepBatchSampler`) and its noise (`step_generator`) are functions of
+(seed, step, rank) only, and the optimizer and schedule state are restored, so on CPU a run stopped at step k
+and resumed to step n ends with the same weights, bit for bit, as a run straight to n.
+
+Distributed: the model is wrapped by `accelerator.prepare` (DDP); each process reads its own slice of every
+global batch (batch_size per process), so the dataloader is not prepared. The scheduler steps once per optimizer
+step regardless of the process count. Every checkpoint first checks that all processes hold identical weights.
+Several CPU processes (gloo) start with `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m videovla_model.train`.
+Sharded training (FSDP, DeepSpeed) is refused with an error: checkpoints are written from full weights. Memory
+for CogVideoX-5B under DDP: float32 weights + gradients + AdamW moments of the 5.6B-parameter transformer take
+about 90 GB per GPU before activations (use --gradient-checkpointing and a GPU with more memory than that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
+from diffusers.optimization import get_scheduler
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from videovla_model.batch import TrainingBatch
+from videovla_model.configuration import PRESETS, VideoVLAConfig
+from videovla_model.data import (
+    EpisodeWindowDataset,
+    StepBatchSampler,
+    collate_samples,
+    compute_action_statistics,
+    dataset_action_rate,
+    frame_stride_for,
+)
+from videovla_model.episodes import EpisodeDataset
+from videovla_model.modeling import LossOutput, VideoVLAModel
+from videovla_model.training_config import TRAINING_CONFIG_NAME, TrainingConfig
+
+logger = logging.getLogger("videovla.train")
+
+CHECKPOINT_PREFIX = "checkpoint-"
+TRAINING_STATE_NAME = "training_state.json"
+FINAL_DIR = "final"
+METRICS_NAME = "metrics.csv"
+METRICS_FIELDS = ("step", "loss", "video_loss", "action_loss", "lr", "samples_per_s")
+SUPPORTED_DISTRIBUTED = frozenset(
+    {DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.MULTI_NPU}
+)
+_SCHEDULE_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+# Command line ------------------------------------------------------------------------------------------------
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults only where there is one worth reading (not for unset options and flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
+    parser = argparse.ArgumentParser(
+        prog="videovla-train",
+        description="Fine-tune VideoVLA (joint video + action diffusion) on a videovla episode dataset. "
+        "Runs on CPU, one GPU, or many via `accelerate launch -m videovla_model.train ...`.",
+        formatter_class=_HelpFormatter,
+    )
+    data = parser.add_argument_group("data and output")
+    data.add_argument("--dataset", required=True, help="episode dataset folder (videovla_model.episodes format)")
+    data.add_argument("--output", required=True, help="run folder: checkpoints, metrics.csv, final/")
+    data.add_argument(
+        "--frame-stride",
+        type=int,
+        default=None,
+        help="recorded steps between training video frames (default: the model's video_frame_period x the "
+        "dataset's action rate); the saved model's video_frame_period follows it",
+    )
+    data.add_argument("--num-workers", type=int, default=defaults["num_workers"], help="dataloader worker processes")
+
+    model = parser.add_argument_group("model (exactly one of --preset, --config, --init-from)")
+    source = model.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", choices=sorted(PRESETS), help="a VideoVLAConfig preset")
+    source.add_argument("--config", dest="model_config", help="a VideoVLAConfig JSON file")
+    source.add_argument("--init-from", help="a VideoVLA checkpoint folder (weights and normalisation statistics)")
+    model.add_argument(
+        "--init-cogvideox",
+        help="a diffusers CogVideoX image-to-video folder to initialise the backbone, VAE and T5 from "
+        "(with --preset or --config)",
+    )
+    model.add_argument("--no-video-loss", action="store_true", help="train on the action loss only (ablation)")
+    model.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--steps", type=int, default=defaults["steps"], help="optimizer steps in total")
+    optim.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="samples per process and step")
+    optim.add_argument("--lr", type=float, default=defaults["lr"], help="AdamW peak learning rate")
+    optim.add_argument("--weight-decay", type=float, default=defaults["weight_decay"], help="AdamW weight decay")
+    optim.add_argument(
+        "--betas", type=float, nargs=2, default=defaults["betas"], metavar=("B1", "B2"), help="AdamW betas"
+    )
+    optim.add_argument("--warmup-steps", type=int, default=defaults["warmup_steps"], help="linear warm-up steps")
+    optim.add_argument(
+        "--lr-schedule",
+        choices=("constant", "linear", "cosine"),
+        default=defaults["lr_schedule"],
+        help="learning rate after warm-up (linear and cosine decay to 0 at --steps)",
+    )
+    optim.add_argument("--grad-clip", type=float, default=defaults["grad_clip"], help="max gradient norm; 0 = off")
+    optim.add_argument(
+        "--mixed-precision",
+        choices=("no", "bf16", "fp16"),
+        default=defaults["mixed_precision"],
+        help="autocast precision (fp16 needs CUDA); weights and optimizer state stay float32",
+    )
+    optim.add_argument("--seed", type=int, default=defaults["seed"], help="seed of weights, data order and noise")
+
+    run = parser.add_argument_group("checkpoints and logging")
+    run.add_argument("--save-every", type=int, default=defaults["save_every"], help="steps between checkpoints")
+    run.add_argument(
+        "--keep-checkpoints", type=int, default=None, help="keep only the newest N checkpoints (default: all)"
+    )
+    run.add_argument("--log-every", type=int, default=defaults["log_every"], help="steps between metrics.csv rows")
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from a checkpoint folder, or (no value) from the newest complete one in --output "
+        "(a fresh start when there is none)",
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainingConfig:
+    return TrainingConfig(
+        dataset=args.dataset,
+        output=args.output,
+        preset=args.preset,
+        model_config=args.model_config,
+        init_from=args.init_from,
+        init_cogvideox=args.init_cogvideox,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        betas=tuple(args.betas),
+        warmup_steps=args.warmup_steps,
+        lr_schedule=args.lr_schedule,
+        grad_clip=args.grad_clip,
+        mixed_precision=args.mixed_precision,
+        gradient_checkpointing=args.gradient_checkpointing,
+        save_every=args.save_every,
+        keep_checkpoints=args.keep_checkpoints,
+        log_every=args.log_every,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        video_loss=not args.no_video_loss,
+        frame_stride=args.frame_stride,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+        run = TrainingRun(config, resume=args.resume)
+    except (ValueError, FileNotFoundError) as error:
+        # DatasetError, bad settings and missing folders: the message already names the field and the fix.
+        parser.error(str(error))
+    run.train()
+    return 0
+
+
+# Pieces with their own tests -------------------------------------------------------------------------------
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A 63-bit seed for the random draws of one (step, process); independent streams for nearby inputs."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The generator behind every noise draw of training step `step` on process `rank`."""
+    return torch.Generator(device=device).manual_seed(step_seed(seed, step, rank))
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of a complete checkpoint folder (one with training_state.json), else None."""
+    state = path / TRAINING_STATE_NAME
+    if not (path.is_dir() and path.name.startswith(CHECKPOINT_PREFIX) and state.is_file()):
+        return None
+    return int(json.loads(state.read_text())["step"])
+
+
+def complete_checkpoints(output: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint in `output`, oldest first."""
+    found = [(checkpoint_step(p), p) for p in output.glob(f"{CHECKPOINT_PREFIX}*")] if output.is_dir() else []
+    return sorted((step, path) for step, path in found if step is not None)
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """The rows of a metrics.csv as floats (step as a whole number)."""
+    with path.open(newline="") as handle:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+
+class _LossModule(nn.Module):
+    """Routes `compute_loss` through `forward`, so DDP's gradient hooks and accelerate's autocast apply."""
+
+    def __init__(self, model: VideoVLAModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: TrainingBatch, generator: torch.Generator) -> LossOutput:
+        return self.model.compute_loss(batch, generator=generator)
+
+
+# The run ---------------------------------------------------------------------------------------------------
+
+
+class TrainingRun:
+    """One fine-tuning run; construction checks everything (data, model, resume point) before any step runs."""
+
+    def __init__(self, config: TrainingConfig, resume: str | None = None) -> None:
+        self.config = config
+        self.output = Path(config.output)
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            step_scheduler_with_optimizer=False,
+            # Without the video loss the video output head gets no gradient, which DDP must be told about.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=not config.video_loss)],
+        )
+        if self.accelerator.distributed_type not in SUPPORTED_DISTRIBUTED:
+            raise ValueError(
+                f"videovla-train runs single-process or data-parallel (DDP), not {self.accelerator.distributed_type}: "
+                "its checkpoints are written with save_pretrained from full, unsharded weights"
+            )
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched != self.accelerator.num_processes:
+            # Otherwise every process would train alone and all of them would write the same output folder.
+            raise ValueError(
+                f"launched as {launched} processes but accelerate joined {self.accelerator.num_processes}; on CPU "
+                "set ACCELERATE_USE_CPU=1 (torchrun) so the processes form one gloo group"
+            )
+        if config.mixed_precision == "fp16" and self.accelerator.device.type != "cuda":
+            raise ValueError(f"mixed_precision='fp16' needs a CUDA device, this run is on {self.accelerator.device}")
+        self.resume_from, self.start_step = self._resume_point(resume)
+        if self.start_step > config.steps:
+            raise ValueError(f"steps={config.steps} is below the resumed checkpoint's step {self.start_step}")
+
+        self.episodes = EpisodeDataset(config.dataset)
+        action_rate = dataset_action_rate(self.episodes)
+        self.model = self._build_model()
+        model_config = self.model.config
+        frame_stride = config.frame_stride or frame_stride_for(model_config, action_rate)
+        # The checkpoint must describe the data it learnt from: one action row per recorded step, video frames
+        # `frame_stride` steps apart. Consumers read these from config.json, never from this run's arguments.
+        self.model.config = dataclasses.replace(
+            model_config,
+            time_step=1.0 / action_rate,
+            video_frame_period=frame_stride / action_rate,
+            loss=dataclasses.replace(model_config.loss, use_video_loss=config.video_loss),
+        )
+        fitted = self.model.normalizer != VideoVLAModel.default_normalizer(self.model.config)
+        if self.resume_from is not None:
+            logger.info("action statistics: from the resumed checkpoint %s", self.resume_from)
+        elif config.init_from is not None and fitted:
+            logger.info("action statistics: from --init-from %s (the actions it was trained on)", config.init_from)
+        else:
+            self.model.set_normalizer(
+                compute_action_statistics(self.episodes, model_config.action_dim_names, model_config.gripper_threshold)
+            )
+            logger.info("action statistics: 1st/99th percentiles of the %d episodes", len(self.episodes))
+        self.dataset = EpisodeWindowDataset(self.episodes, self.model.config, self.model.normalizer, frame_stride)
+        self.frame_stride = frame_stride
+
+    # Set-up ----------------------------------------------------------------------------------------------------
+
+    def _resume_point(self, resume: str | None) -> tuple[Path | None, int]:
+        """(checkpoint folder, its step) to continue from, or (None, 0) for a fresh run."""
+        existing = complete_checkpoints(self.output)
+        if resume is None:
+            if existing:
+                raise ValueError(
+                    f"{self.output} already holds checkpoints (newest: {existing[-1][1].name}); pass --resume to "
+                    "continue that run or choose a new --output"
+                )
+            return None, 0
+        if resume == "latest":
+            if not existing:
+                logger.info("--resume: no complete checkpoint in %s, starting a new run", self.output)
+                return None, 0
+            step, path = existing[-1]
+        else:
+            path = Path(resume)
+            found = checkpoint_step(path)
+            if found is None:
+                raise FileNotFoundError(
+                    f"--resume {path}: not a complete checkpoint folder ({CHECKPOINT_PREFIX}<step>/ with "
+                    f"{TRAINING_STATE_NAME})"
+                )
+            step = found
+        # The run folder's settings, or for a checkpoint taken from elsewhere those of the run that wrote it.
+        settings_folder = self.output if (self.output / TRAINING_CONFIG_NAME).is_file() else path.parent
+        self.config.check_resumable_from(TrainingConfig.load(settings_folder))
+        written_by = json.loads((path / TRAINING_STATE_NAME).read_text()).get("num_processes")
+        if written_by != self.accelerator.num_processes:
+            logger.warning(
+                "resuming a checkpoint written by %s process(es) with %d: the batches from here on differ from an "
+                "uninterrupted run (each step's global batch is split by process)",
+                written_by,
+                self.accelerator.num_processes,
+            )
+        return path, step
+
+    def _build_model(self) -> VideoVLAModel:
+        config = self.config
+        # Fresh weights (action layers, or everything for a preset) must not depend on the process count.
+        set_seed(config.seed)
+        if self.resume_from is not None:
+            return VideoVLAModel.from_pretrained(self.resume_from)
+        if config.init_from is not None:
+            return VideoVLAModel.from_pretrained(config.init_from)
+        model_config = (
+            VideoVLAConfig.preset(config.preset)
+            if config.preset is not None
+            else VideoVLAConfig.load(config.model_config)
+        )
+        if config.init_cogvideox is not None:
+            return VideoVLAModel.from_cogvideox(config.init_cogvideox, model_config)
+        return VideoVLAModel(model_config)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        config = self.config
+        return torch.optim.AdamW(
+            self.model.trainable_parameters(),
+            lr=config.lr,
+            betas=config.betas,
+            eps=config.adam_epsilon,
+            weight_decay=config.weight_decay,
+        )
+
+    # Loop ------------------------------------------------------------------------------------------------------
+
+    def train(self) -> Path:
+        """Runs the remaining steps; returns the `final/` folder."""
+        config, accelerator = self.config, self.accelerator
+        device, rank, processes = accelerator.device, accelerator.process_index, accelerator.num_processes
+        if accelerator.is_main_process:
+            self.output.mkdir(parents=True, exist_ok=True)
+            config.save(self.output)
+        if config.gradient_checkpointing:
+            self.model.enable_gradient_checkpointing()
+        self.model.train()
+        optimizer = self._optimizer()
+        scheduler = get_scheduler(
+            _SCHEDULE_NAMES[config.lr_schedule],
+            optimizer,
+            num_warmup_steps=config.warmup_steps,
+            num_training_steps=config.steps,
+        )
+        loss_module, optimizer, scheduler = accelerator.prepare(_LossModule(self.model), optimizer, scheduler)
+        # Model weights go through save_pretrained (one format for checkpoints and releases) and come back through
+        # from_pretrained at construction, so accelerate's own model files are skipped both ways.
+        accelerator.register_save_state_pre_hook(self._save_model_hook)
+        accelerator.register_load_state_pre_hook(_skip_model_loading)
+        if self.resume_from is not None:
+            accelerator.load_state(str(self.resume_from))
+            logger.info("resumed from %s at step %d", self.resume_from, self.start_step)
+
+        sampler = StepBatchSampler(
+            len(self.dataset),
+            config.batch_size,
+            config.steps,
+            seed=config.seed,
+            start_step=self.start_step,
+            num_replicas=processes,
+            rank=rank,
+        )
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            collate_fn=collate_samples,
+            num_workers=config.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        self._log_start(processes)
+        metrics = _MetricsWriter(self.output / METRICS_NAME, self.start_step, accelerator.is_main_process)
+        progress = tqdm(
+            total=config.steps,
+            initial=self.start_step,
+            desc="videovla-train",
+            disable=not accelerator.is_local_main_process,
+            dynamic_ncols=True,
+        )
+        parameters = self.model.trainable_parameters()
+        sums = torch.zeros(3, device=device)
+        interval_steps, interval_start = 0, time.perf_counter()
+        step = self.start_step
+        for batch in loader:
+            generator = step_generator(config.seed, step, rank, device)
+            # Anything inside the model that draws from the global RNG (e.g. dropout) is reproducible too.
+            torch.manual_seed(step_seed(config.seed, step, rank))
+            output = loss_module(batch.to(device), generator)
+            accelerator.backward(output.loss)
+            if config.grad_clip > 0:
+                accelerator.clip_grad_norm_(parameters, config.grad_clip)
+            optimizer.step()
+            lr = scheduler.get_last_lr()[0]  # the rate this step used
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            sums += torch.stack([output.loss.detach(), output.video_loss, output.action_loss]).float()
+            interval_steps += 1
+
+            if step % config.log_every == 0 or step == config.steps:
+                means = accelerator.reduce(sums, reduction="mean") / interval_steps
+                elapsed = time.perf_counter() - interval_start
+                samples_per_s = interval_steps * config.batch_size * processes / elapsed
+                loss, video_loss, action_loss = (float(v) for v in means)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at step {step}; lower --lr or use --grad-clip")
+                metrics.write(step, loss, video_loss, action_loss, lr, samples_per_s)
+                progress.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.1f}", lr=f"{lr:.2e}")
+                sums.zero_()
+                interval_steps, interval_start = 0, time.perf_counter()
+            progress.update(1)
+            if step % config.save_every == 0 or step == config.steps:
+                self.save_checkpoint(step)
+        progress.close()
+
+        final = self.output / FINAL_DIR
+        if accelerator.is_main_process:
+            if final.exists():
+                shutil.rmtree(final)
+            self.model.save_pretrained(final)
+            logger.info("saved the final model to %s", final)
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return final
+
+    def _log_start(self, processes: int) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        trainable = sum(p.numel() for p in self.model.trainable_parameters())
+        logger.info(
+            "%d windows from %d episodes (frame stride %d); %s trainable parameters; %d process(es) x batch %d on "
+            "%s; steps %d..%d",
+            len(self.dataset),
+            len(self.episodes),
+            self.frame_stride,
+            f"{trainable:,}",
+            processes,
+            self.config.batch_size,
+            self.accelerator.device,
+            self.start_step,
+            self.config.steps,
+        )
+
+    # Checkpoints -----------------------------------------------------------------------------------------------
+
+    def save_checkpoint(self, step: int) -> Path:
+        """Writes output/checkpoint-<step>/ (model, optimizer, scheduler, RNG, step) on every process's behalf."""
+        accelerator = self.accelerator
+        self._check_processes_agree(step)
+        folder = self.output / f"{CHECKPOINT_PREFIX}{step}"
+        if accelerator.is_main_process and folder.exists():
+            shutil.rmtree(folder)  # an incomplete leftover of an interrupted save
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(folder))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = {"step": step, "num_processes": accelerator.num_processes, "batch_size": self.config.batch_size}
+            (folder / TRAINING_STATE_NAME).write_text(json.dumps(state, indent=2) + "\n")
+            self._prune_checkpoints()
+        accelerator.wait_for_everyone()
+        return folder
+
+    def _check_processes_agree(self, step: int) -> None:
+        """Raises RuntimeError when data-parallel processes hold different weights (a checkpoint saved from rank 0
+        would silently drop the others' work)."""
+        accelerator = self.accelerator
+        if accelerator.num_processes == 1:
+            return
+        digest = torch.stack([p.detach().double().sum() for p in self.model.trainable_parameters()])
+        digests = accelerator.gather(digest[None]).cpu()
+        differing = [rank for rank in range(1, len(digests)) if not torch.equal(digests[rank], digests[0])]
+        if differing:
+            raise RuntimeError(f"step {step}: processes {differing} hold different weights than process 0")
+        if accelerator.is_main_process:
+            logger.info("step %d: weights identical on all %d processes", step, accelerator.num_processes)
+
+    def _save_model_hook(self, models: list[nn.Module], weights: list[dict[str, torch.Tensor]], folder: str) -> None:
+        if self.accelerator.is_main_process:
+            self.model.save_pretrained(folder)
+        # Emptying `weights` stops accelerate from writing a second copy of the model.
+        weights.clear()
+
+    def _prune_checkpoints(self) -> None:
+        keep = self.config.keep_checkpoints
+        if keep is None:
+            return
+        for _, folder in complete_checkpoints(self.output)[:-keep]:
+            shutil.rmtree(folder)
+
+
+def _skip_model_loading(models: list[nn.Module], folder: str) -> None:
+    # The resumed weights were loaded by from_pretrained before `prepare`; emptying `models` stops accelerate
+    # from looking for its own model files.
+    models.clear()
+
+
+class _MetricsWriter:
+    """Appends rows to metrics.csv; a resumed run first drops rows logged after its checkpoint."""
+
+    def __init__(self, path: Path, start_step: int, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        if not enabled:
+            return
+        kept = [row for row in read_metrics(path) if row["step"] <= start_step] if path.is_file() else []
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(METRICS_FIELDS)
+            for row in kept:
+                writer.writerow([int(row["step"]), *(row[name] for name in METRICS_FIELDS[1:])])
+
+    def write(
+        self, step: int, loss: float, video_loss: float, action_loss: float, lr: float, samples_per_s: float
+    ) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", newline="") as handle:
+            csv.writer(handle).writerow([step, loss, video_loss, action_loss, lr, samples_per_s])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The fine-tuning run's settings: a frozen dataclass saved as `training_config.json` in the output folder.
+
+Model settings live in `VideoVLAConfig` (saved beside the weights); this holds where the data and the initial
+weights come from and how the optimiser runs. Every field is validated at construction with an error naming
+the field, its value and what is allowed. A resumed run must agree with the saved file on every field that
+shapes the trajectory (`TRAJECTORY_FIELDS`), so a resumed run continues the one it resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+TRAINING_CONFIG_NAME = "training_config.json"
+
+MixedPrecision = Literal["no", "bf16", "fp16"]
+Schedule = Literal["constant", "linear", "cosine"]
+
+# Fields a resumed run may change: where it lives, logging, saving, speed or its length, not the updates
+# made so far. (A longer run under a decaying schedule does change the learning rates of later steps.)
+RESUMABLE_CHANGES = frozenset({"output", "steps", "save_every", "log_every", "num_workers", "keep_checkpoints"})
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """One `videovla-train` run.
+
+    Exactly one of `preset`, `model_config`, `init_from` says what model is trained; `init_cogvideox` may add
+    pre-trained CogVideoX weights to a `preset` or `model_config`. `batch_size` is per process (the global batch
+    is batch_size * processes). `frame_stride` is recorded steps between video frames; None derives it from
+    the model's `video_frame_period` and the dataset's action rate.
+    """
+
+    dataset: str
+    output: str
+    preset: str | None = None
+    model_config: str | None = None
+    init_from: str | None = None
+    init_cogvideox: str | None = None
+    steps: int = 15_000
+    batch_size: int = 8
+    lr: float = 1e-5
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_epsilon: float = 1e-8
+    warmup_steps: int = 500
+    lr_schedule: Schedule = "constant"
+    grad_clip: float = 1.0
+    mixed_precision: MixedPrecision = "no"
+    gradient_checkpointing: bool = False
+    save_every: int = 1000
+    keep_checkpoints: int | None = None
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 2
+    video_loss: bool = True
+    frame_stride: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if not self.dataset:
+            raise ValueError("dataset must be a dataset folder, got ''")
+        if not self.output:
+            raise ValueError("output must be an output folder, got ''")
+        sources = [name for name in ("preset", "model_config", "init_from") if getattr(self, name) is not None]
+        if len(sources) != 1:
+            raise ValueError(
+                f"exactly one of preset, model_config, init_from must say which model to train, got {sources or 'none'}"
+            )
+        if self.init_from is not None and self.init_cogvideox is not None:
+            raise ValueError("init_cogvideox cannot be combined with init_from (the checkpoint already has weights)")
+        for name in ("steps", "batch_size", "save_every", "log_every"):
+            _positive_int(name, getattr(self, name))
+        if self.keep_checkpoints is not None:
+            _positive_int("keep_checkpoints", self.keep_checkpoints)
+        if self.frame_stride is not None:
+            _positive_int("frame_stride", self.frame_stride)
+        for name in ("warmup_steps", "num_workers", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if not (math.isfinite(self.adam_epsilon) and self.adam_epsilon > 0):
+            raise ValueError(f"adam_epsilon must be a positive number, got {self.adam_epsilon!r}")
+        if self.lr_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant', 'linear' or 'cosine', got {self.lr_schedule!r}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ValueError(f"grad_clip must be a number >= 0 (0 disables clipping), got {self.grad_clip!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        """Inverse of `to_dict`; unknown keys raise ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; allowed: {sorted(known)}")
+        values = dict(data)
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+    def save(self, directory: str | Path) -> Path:
+        """Writes `training_config.json` into `directory`; returns the file's path."""
+        path = Path(directory) / TRAINING_CONFIG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TrainingConfig:
+        """Reads `training_config.json` from `directory`."""
+        path = Path(directory) / TRAINING_CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"no training config at {path}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from error
+        return cls.from_dict(data)
+
+    def check_resumable_from(self, saved: TrainingConfig) -> None:
+        """Raises ValueError listing each field where this run differs from the run it resumes in a way that
+        would change the updates (everything outside `RESUMABLE_CHANGES`)."""
+        differences = [
+            f"{field.name}: saved {getattr(saved, field.name)!r}, now {getattr(self, field.name)!r}"
+            for field in dataclasses.fields(self)
+            if field.name not in RESUMABLE_CHANGES and getattr(saved, field.name) != getattr(self, field.name)
+        ]
+        if differences:
+            raise ValueError(
+                "cannot resume: these settings differ from the run being resumed (start a new output folder, or "
+                "pass the saved values): " + "; ".join(differences)
+            )
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")

@@ -1,0 +1,253 @@
+"""The VideoVLA diffusion transformer: CogVideoX's DiT with action tokens joining its sequence.
+
+The backbone is diffusers' stock `CogVideoXTransformer3DModel` (its patch embedding, timestep embedding,
+blocks and video output head, unchanged, so CogVideoX weights load as they are). On top of it:
+
+    action tokens = Linear(D -> width)(noisy actions) + learned chunk position embedding + embodiment embedding
+
+are appended AFTER the video tokens and run through the same blocks, modulated by the same timestep embedding
+(the blocks treat them as part of the video stream). The 3D rotary embedding covers video tokens only: action
+tokens get the identity rotation (cos 1, sin 0), which leaves them exactly unchanged. A separate adaptive output
+norm + Linear(width -> D) reads them out. With no action tokens the forward pass is exactly the stock one.
+
+Sequence layout in every block: [text (L) | video (F * h/p * w/p) | actions (R)].
+attention_mode "causal" masks text and video queries from action keys, so actions never influence the video.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import CogVideoXTransformer3DModel
+from diffusers.models.embeddings import get_3d_rotary_pos_embed
+from diffusers.models.normalization import AdaLayerNorm
+from diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video import get_resize_crop_region_for_grid
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from videovla_model.configuration import VideoVLAConfig
+
+RotaryEmbedding = tuple[torch.Tensor, torch.Tensor]
+
+# Names of the layers VideoVLA adds to CogVideoX (everything in the state dict outside "backbone.").
+ACTION_LAYER_PREFIXES: tuple[str, ...] = (
+    "action_in.",
+    "action_pos_embed",
+    "embodiment_embed.",
+    "action_norm_out.",
+    "action_proj_out.",
+)
+
+
+def cogvideox_transformer_kwargs(config: VideoVLAConfig) -> dict[str, Any]:
+    """Constructor arguments of the stock `CogVideoXTransformer3DModel` that `config` describes.
+
+    Image-to-video layout: the patch embedding takes 2 * latent channels (noisy video latents concatenated with
+    the observation latent padded over time) and predicts latent channels. CogVideoX 1.0: no temporal patching,
+    no ofs embedding, rotary positions only.
+    """
+    t = config.transformer
+    return {
+        "num_attention_heads": t.num_attention_heads,
+        "attention_head_dim": t.attention_head_dim,
+        "in_channels": 2 * config.vae.latent_channels,
+        "out_channels": config.vae.latent_channels,
+        "time_embed_dim": t.time_embed_dim,
+        "text_embed_dim": config.text.d_model,
+        "num_layers": t.num_layers,
+        "attention_bias": t.attention_bias,
+        "sample_width": t.sample_width,
+        "sample_height": t.sample_height,
+        "sample_frames": config.train_num_frames,
+        "patch_size": t.patch_size,
+        "temporal_compression_ratio": config.vae.temporal_compression_ratio,
+        "max_text_seq_length": config.text.max_length,
+        "activation_fn": t.activation_fn,
+        "timestep_activation_fn": t.timestep_activation_fn,
+        "norm_eps": t.norm_eps,
+        "spatial_interpolation_scale": t.spatial_interpolation_scale,
+        "temporal_interpolation_scale": t.temporal_interpolation_scale,
+        "use_rotary_positional_embeddings": True,
+        "use_learned_positional_embeddings": False,
+    }
+
+
+def rotary_embedding(
+    config: VideoVLAConfig, latent_frames: int, latent_height: int, latent_width: int, device: torch.device
+) -> RotaryEmbedding:
+    """(cos, sin), each (latent_frames * h/p * w/p, head_dim): the 3D rotary table for a latent video.
+
+    The grid is placed on the backbone's training grid (sample_height x sample_width latents) exactly as
+    diffusers' CogVideoX pipelines do, so pre-trained weights see the positions they were trained with.
+    """
+    t = config.transformer
+    grid_height = latent_height // t.patch_size
+    grid_width = latent_width // t.patch_size
+    crops = get_resize_crop_region_for_grid(
+        (grid_height, grid_width), t.sample_width // t.patch_size, t.sample_height // t.patch_size
+    )
+    cos, sin = get_3d_rotary_pos_embed(
+        embed_dim=t.attention_head_dim,
+        crops_coords=crops,
+        grid_size=(grid_height, grid_width),
+        temporal_size=latent_frames,
+        device=device,
+    )
+    return cos, sin
+
+
+class VideoVLATransformer(nn.Module):
+    """CogVideoX DiT + action tokens. `backbone` holds the stock model; the rest are the action layers.
+
+    forward:
+        hidden_states: (B, F, 2C, h, w) noisy video latents concatenated on channels with the observation latent.
+        encoder_hidden_states: (B, L, text_width) T5 embeddings.
+        timestep: (B,) diffusion timesteps, shared by video and actions.
+        noisy_actions: (B, R, D) noisy normalised actions, or None for a video-only (stock CogVideoX) pass.
+        embodiment_ids: (B,) int64 robot ids in [0, num_embodiments); None means embodiment 0.
+        image_rotary_emb: (cos, sin), each (F * h/p * w/p, head_dim), from `rotary_embedding`.
+        returns (video_out (B, F, C, h, w), action_out (B, R, D) or None).
+    """
+
+    def __init__(self, config: VideoVLAConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = CogVideoXTransformer3DModel(**cogvideox_transformer_kwargs(config))
+        width = config.transformer.width
+        dims = config.action_dims
+        self.action_in = nn.Linear(dims, width)
+        self.action_pos_embed = nn.Parameter(torch.empty(config.chunk_rows, width))
+        self.embodiment_embed = nn.Embedding(config.num_embodiments, width)
+        # Same adaptive-norm head as the video output, but its own weights: action tokens live in another space.
+        self.action_norm_out = AdaLayerNorm(
+            embedding_dim=config.transformer.time_embed_dim,
+            output_dim=2 * width,
+            norm_elementwise_affine=True,
+            norm_eps=config.transformer.norm_eps,
+            chunk_dim=1,
+        )
+        self.action_proj_out = nn.Linear(width, dims)
+        self.gradient_checkpointing = False
+        self.init_action_layers()
+
+    def action_layers(self) -> list[nn.Module]:
+        """The modules VideoVLA adds to CogVideoX (the position embedding is a parameter of `self`)."""
+        return [self.action_in, self.embodiment_embed, self.action_norm_out, self.action_proj_out]
+
+    @torch.no_grad()
+    def init_action_layers(self) -> None:
+        """(Re-)initialises the action layers; the backbone is left alone.
+
+        The adaptive norm's modulation starts at zero (plain LayerNorm at first, as DiT output heads do), so new
+        layers do not disturb a pre-trained backbone's statistics at the first steps of fine-tuning.
+        """
+        nn.init.xavier_uniform_(self.action_in.weight)
+        nn.init.zeros_(self.action_in.bias)
+        nn.init.normal_(self.action_pos_embed, std=0.02)
+        nn.init.normal_(self.embodiment_embed.weight, std=0.02)
+        nn.init.zeros_(self.action_norm_out.linear.weight)
+        nn.init.zeros_(self.action_norm_out.linear.bias)
+        nn.init.ones_(self.action_norm_out.norm.weight)
+        nn.init.zeros_(self.action_norm_out.norm.bias)
+        nn.init.xavier_uniform_(self.action_proj_out.weight)
+        nn.init.zeros_(self.action_proj_out.bias)
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.gradient_checkpointing = True
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.gradient_checkpointing = False
+
+    def embed_actions(self, noisy_actions: torch.Tensor, embodiment_ids: torch.Tensor | None) -> torch.Tensor:
+        """(B, R, D) noisy actions + (B,) embodiment ids -> (B, R, width) action tokens."""
+        batch, rows, dims = noisy_actions.shape
+        if (rows, dims) != (self.config.chunk_rows, self.config.action_dims):
+            raise ValueError(
+                f"noisy_actions must have shape (B, {self.config.chunk_rows}, {self.config.action_dims}), "
+                f"got {tuple(noisy_actions.shape)}"
+            )
+        if embodiment_ids is None:
+            embodiment_ids = torch.zeros(batch, dtype=torch.long, device=noisy_actions.device)
+        if embodiment_ids.shape != (batch,):
+            raise ValueError(f"embodiment_ids must have shape ({batch},), got {tuple(embodiment_ids.shape)}")
+        tokens = self.action_in(noisy_actions) + self.action_pos_embed[None].to(noisy_actions.dtype)
+        return tokens + self.embodiment_embed(embodiment_ids)[:, None, :]
+
+    def causal_attention_mask(
+        self, text_tokens: int, video_tokens: int, action_tokens: int, device: torch.device
+    ) -> torch.Tensor:
+        """(S, S) bool, True = may attend: text and video queries cannot see action keys; actions see all."""
+        total = text_tokens + video_tokens + action_tokens
+        mask = torch.ones(total, total, dtype=torch.bool, device=device)
+        mask[: text_tokens + video_tokens, text_tokens + video_tokens :] = False
+        return mask
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        noisy_actions: torch.Tensor | None = None,
+        embodiment_ids: torch.Tensor | None = None,
+        image_rotary_emb: RotaryEmbedding | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        backbone = self.backbone
+        batch, frames, channels, height, width = hidden_states.shape
+        if channels != backbone.config.in_channels:
+            raise ValueError(
+                f"hidden_states must have {backbone.config.in_channels} channels (noisy video latents + observation "
+                f"latent), got shape {tuple(hidden_states.shape)}"
+            )
+
+        time_features = backbone.time_proj(timestep).to(dtype=hidden_states.dtype)
+        temb = backbone.time_embedding(time_features)
+
+        tokens = backbone.embedding_dropout(backbone.patch_embed(encoder_hidden_states, hidden_states))
+        text_length = encoder_hidden_states.shape[1]
+        text = tokens[:, :text_length]
+        stream = tokens[:, text_length:]
+        video_length = stream.shape[1]
+
+        attention_kwargs: dict[str, Any] | None = None
+        rotary = image_rotary_emb
+        if noisy_actions is not None:
+            actions = self.embed_actions(noisy_actions.to(stream.dtype), embodiment_ids)
+            stream = torch.cat([stream, actions], dim=1)
+            if rotary is not None:
+                rotary = _extend_with_identity(rotary, actions.shape[1])
+            if self.config.attention_mode == "causal":
+                mask = self.causal_attention_mask(text_length, video_length, actions.shape[1], stream.device)
+                attention_kwargs = {"attention_mask": mask.expand(batch, -1, -1)}
+
+        for block in backbone.transformer_blocks:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                stream, text = checkpoint(block, stream, text, temb, rotary, attention_kwargs, use_reentrant=False)
+            else:
+                stream, text = block(
+                    hidden_states=stream,
+                    encoder_hidden_states=text,
+                    temb=temb,
+                    image_rotary_emb=rotary,
+                    attention_kwargs=attention_kwargs,
+                )
+
+        video = backbone.norm_out(backbone.norm_final(stream[:, :video_length]), temb=temb)
+        video = backbone.proj_out(video)
+        patch = backbone.config.patch_size
+        video = video.reshape(batch, frames, height // patch, width // patch, -1, patch, patch)
+        video = video.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
+
+        if noisy_actions is None:
+            return video, None
+        action_tokens = stream[:, video_length:]
+        action_out = self.action_proj_out(self.action_norm_out(action_tokens, temb=temb))
+        return video, action_out
+
+
+def _extend_with_identity(rotary: RotaryEmbedding, extra_tokens: int) -> RotaryEmbedding:
+    """Appends `extra_tokens` rows of the identity rotation (cos 1, sin 0) to a (cos, sin) table."""
+    cos, sin = rotary
+    ones = torch.ones(extra_tokens, cos.shape[1], dtype=cos.dtype, device=cos.device)
+    zeros = torch.zeros(extra_tokens, sin.shape[1], dtype=sin.dtype, device=sin.device)
+    return torch.cat([cos, ones]), torch.cat([sin, zeros])
