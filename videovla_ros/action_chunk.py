@@ -28,7 +28,7 @@ class TimedChunk:
 
     actions: (rows, dims) float64, robot units, columns named by `dim_names`.
     capture_time_ns: capture time of the source image (ROS time, ns); row i is due at
-        capture_time_ns + i * time_step.
+        capture_time_ns + (i + 1) * time_step (see videovla_ros.trajectory).
     """
 
     capture_time_ns: int
@@ -46,10 +46,6 @@ class TimedChunk:
     @property
     def rows(self) -> int:
         return int(self.actions.shape[0])
-
-    def row_time_ns(self, row: int) -> int:
-        """When row `row` is due (ROS time, ns)."""
-        return self.capture_time_ns + round(row * self.time_step * NANOSECONDS_PER_SECOND)
 
     def column(self, name: str) -> np.ndarray:
         """The values of one named dimension over all rows."""

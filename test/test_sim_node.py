@@ -1,0 +1,180 @@
+"""The simulated arm node over real DDS: camera and state out, pose targets in, refusals, reset; its pure parts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from ros_process import python_process, ros_context, spin_until
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64
+from std_srvs.srv import Trigger
+
+from videovla_ros import qos
+from videovla_ros.action_chunk import time_to_ns
+from videovla_ros.sim_arm_node import PARAMETERS, SimArmNode, config_from_parameters
+from videovla_sim.realtime import NANOSECONDS_PER_SECOND, PeriodicEvent, SimClock
+
+NAMESPACE = "/sim_test"
+CAMERA_FPS = 15.0
+NODE_SOURCE = "from videovla_ros.sim_arm_node import main; main()"
+PARAMS_YAML = f"""
+/**/sim_arm:
+  ros__parameters:
+    task: "pick"
+    seed: 3
+    image_height: 40
+    image_width: 48
+    camera_fps: {CAMERA_FPS}
+    state_rate_hz: 50.0
+    success_rate_hz: 5.0
+"""
+
+
+# ---- pure parts ---------------------------------------------------------------------------------------
+
+
+def test_sim_clock_maps_simulated_time_to_outside_time():
+    clock = SimClock(start_ns=10 * NANOSECONDS_PER_SECOND, real_time_factor=2.0, max_lag=0.25)
+    assert clock.to_outside_ns(1.0) == 10_500_000_000  # twice as fast: 1 simulated s in 0.5 s
+    due, dropped = clock.due(now_ns=10_100_000_000, sim_seconds=0.0)
+    assert due == pytest.approx(0.2) and dropped == 0.0
+    # Far behind (5 simulated seconds): the clock skips ahead instead of racing, and says by how much.
+    due, dropped = clock.due(now_ns=12_600_000_000, sim_seconds=0.2)
+    assert due == pytest.approx(0.45) and dropped == pytest.approx(4.75)
+    assert clock.to_outside_ns(0.45) == 12_600_000_000
+    with pytest.raises(ValueError, match="real_time_factor must be a positive number"):
+        SimClock(0, real_time_factor=0.0)
+
+
+def test_periodic_event_fires_once_per_period_and_skips_missed_ones():
+    event = PeriodicEvent(0.1)
+    assert event.fire(0.0) and not event.fire(0.05)
+    assert event.fire(0.1) and not event.fire(0.1)
+    assert event.fire(0.35) and event.next_time == pytest.approx(0.4)
+    event.restart()
+    assert event.fire(0.0)
+    with pytest.raises(ValueError, match="period must be a positive number"):
+        PeriodicEvent(0.0)
+
+
+def test_parameters_are_checked_with_clear_messages():
+    values = {name: default for name, (default, _) in PARAMETERS.items()}
+    assert config_from_parameters(values).camera_fps == 15.0
+    for name, bad, message in (
+        ("camera_fps", 0.0, "camera_fps must be a positive number"),
+        ("image_height", 9.5, "image_height must be an integer"),
+        ("frame_id", "", "frame_id must be a non-empty string"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            config_from_parameters({**values, name: bad})
+
+
+def test_an_unknown_task_is_refused_when_the_node_starts():
+    with ros_context() as context, pytest.raises(ValueError, match="parameter task: unknown colour 'pink'"):
+        SimArmNode(context=context, parameter_overrides=[Parameter("task", value="pick up the pink cube")])
+
+
+# ---- over DDS -------------------------------------------------------------------------------------------
+
+
+class Probe:
+    """The test's side of the wire: subscribes to everything the sim publishes, publishes commands."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.images: list[Image] = []
+        self.poses: list[PoseStamped] = []
+        self.joints: list[JointState] = []
+        self.successes: list[Bool] = []
+        self.diagnostics: dict[str, str] = {}
+        node.create_subscription(Image, f"{NAMESPACE}/image_raw", self.images.append, qos.CAMERA)
+        node.create_subscription(PoseStamped, f"{NAMESPACE}/ee_pose", self.poses.append, qos.ROBOT_STATE)
+        node.create_subscription(JointState, f"{NAMESPACE}/joint_states", self.joints.append, qos.ROBOT_STATE)
+        node.create_subscription(Bool, f"{NAMESPACE}/sim_arm/task_success", self.successes.append, qos.ROBOT_STATE)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.target = node.create_publisher(PoseStamped, f"{NAMESPACE}/target_pose", qos.COMMAND)
+        self.gripper = node.create_publisher(Float64, f"{NAMESPACE}/gripper_command", qos.COMMAND)
+        self.reset = node.create_client(Trigger, f"{NAMESPACE}/sim_arm/reset")
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.startswith("sim_arm"):
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def position(self) -> np.ndarray:
+        p = self.poses[-1].pose.position
+        return np.array([p.x, p.y, p.z])
+
+    def send_target(self, position: np.ndarray, like: PoseStamped) -> None:
+        msg = PoseStamped()
+        msg.header.frame_id = "base_link"
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in position)
+        msg.pose.orientation = like.pose.orientation
+        self.target.publish(msg)
+
+    def spin_streaming(self, position: np.ndarray, like: PoseStamped, condition: object, timeout: float) -> bool:
+        """Streams the target (as the bridge does) while waiting for `condition()`."""
+        last = [0.0]
+
+        def send_and_check() -> bool:
+            now = self.node.get_clock().now().nanoseconds / 1e9
+            if now - last[0] > 0.1:
+                self.send_target(position, like)
+                last[0] = now
+            return condition()
+
+        return spin_until(self.node, send_and_check, timeout)
+
+
+def test_sim_node_over_dds(tmp_path):
+    params = tmp_path / "sim.yaml"
+    params.write_text(PARAMS_YAML)
+    with ros_context() as context:
+        probe = Probe(Node("sim_probe", context=context))
+        with python_process(NODE_SOURCE, "--ros-args", "-r", f"__ns:={NAMESPACE}", "--params-file", str(params)) as sim:
+            started = spin_until(probe.node, lambda: len(probe.images) >= 4 and probe.poses and probe.joints, 60)
+            assert started, f"no camera or state from the sim node (exit code {sim.poll()})"
+
+            # Camera: rgb8 at the configured size, stamped with capture times one camera period apart.
+            image = probe.images[-1]
+            assert (image.height, image.width, image.encoding) == (40, 48, "rgb8")
+            pixels = np.frombuffer(bytes(image.data), dtype=np.uint8).reshape(40, 48, 3)
+            assert pixels.std() > 10
+            stamps = np.array([time_to_ns(m.header.stamp) for m in probe.images[-4:]]) / 1e9
+            np.testing.assert_allclose(np.diff(stamps), 1.0 / CAMERA_FPS, atol=0.004)
+            assert probe.joints[-1].name[:6] == ["joint1", "joint2", "joint3", "joint4", "joint5", "joint6"]
+            assert probe.poses[-1].header.frame_id == "base_link"
+            home, home_msg = probe.position(), probe.poses[-1]
+
+            # A reachable target: the arm gets there.
+            assert spin_until(probe.node, lambda: probe.target.get_subscription_count() > 0, 10)
+            goal = home + np.array([0.05, 0.05, -0.06])
+            reached = probe.spin_streaming(goal, home_msg, lambda: np.linalg.norm(probe.position() - goal) < 0.005, 15)
+            assert reached, f"ee_pose {probe.position()} never reached {goal}"
+
+            # Outside the workspace: refused, counted, and the arm holds where it was.
+            outside = np.array([0.9, 0.0, 0.1])
+            probe.spin_streaming(outside, home_msg, lambda: int(probe.diagnostics.get("targets_rejected", 0)) > 0, 5)
+            assert int(probe.diagnostics.get("targets_rejected", 0)) > 0, probe.diagnostics
+            assert "workspace x range" in probe.diagnostics["last_rejection"]
+            assert np.linalg.norm(probe.position() - goal) < 0.005
+
+            # Gripper closes on command.
+            probe.gripper.publish(Float64(data=0.0))
+            assert spin_until(probe.node, lambda: max(probe.joints[-1].position[6:8]) < 0.004, 10)
+            assert probe.successes and probe.successes[-1].data is False
+
+            # Reset: next seed, arm back home.
+            assert probe.reset.wait_for_service(timeout_sec=10)
+            future = probe.reset.call_async(Trigger.Request())
+            assert spin_until(probe.node, future.done, 15)
+            reply = future.result()
+            assert reply.success and reply.message.startswith("seed 4: pick up the ")
+            assert spin_until(probe.node, lambda: np.linalg.norm(probe.position() - home) < 0.002, 5)
+            assert sim.poll() is None, "the node must keep running after refusing bad input"
+        probe.node.destroy_node()

@@ -1,0 +1,125 @@
+"""What every arm backend offers the bridge, its parameters, and geometry_msgs <-> Pose conversion."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from geometry_msgs.msg import Pose as PoseMsg
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+
+from videovla_ros.action_chunk import ns_to_time
+from videovla_ros.trajectory import Pose
+
+StateCallback = Callable[[int, Pose], None]
+"""Called with (stamp in ROS time ns, end-effector pose) for every robot state sample."""
+
+STOP_MESSAGE_TYPES = ("bool", "empty")
+SERVO_COMMANDS = ("twist", "pose")
+
+
+class BackendConfigError(ValueError):
+    """A backend parameter has a wrong value; the message names it and what is expected."""
+
+
+class BackendUnavailableError(ImportError):
+    """A backend needs a package that is not installed; the message names it and how to install it."""
+
+
+@dataclass(frozen=True)
+class BackendParams:
+    """Backend options (the bridge's ROS parameters of the same names).
+
+    frame_id: base frame of every pose sent and received.
+    stream_period: the bridge's streaming period [s].
+    stop_message_type: Realman rm_driver's move_stop_cmd type: "bool" (driver 1.1) or "empty" (1.1.6).
+    realman_prefix: rm_driver's topic prefix; realman_follow: Cartepos.follow (true = high-follow mode).
+    servo_node: MoveIt Servo's node name (its topics are <servo_node>/pose_cmd, <servo_node>/delta_twist_cmds);
+    servo_command: "twist" (TwistStamped from target deltas) or "pose" (PoseStamped targets).
+    moveit_planning_group / moveit_pose_link: MoveItPy planning component and the link the pose goal is for;
+    moveit_replan_period: least time between two plans [s] (planning cannot run at the streaming rate).
+    """
+
+    frame_id: str = "base_link"
+    stream_period: float = 0.01
+    stop_message_type: str = "bool"
+    realman_prefix: str = "/rm_driver"
+    realman_follow: bool = False
+    servo_node: str = "servo_node"
+    servo_command: str = "twist"
+    moveit_planning_group: str = "arm"
+    moveit_pose_link: str = ""
+    moveit_replan_period: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.stop_message_type not in STOP_MESSAGE_TYPES:
+            raise BackendConfigError(
+                f"stop_message_type must be one of {list(STOP_MESSAGE_TYPES)}, got {self.stop_message_type!r}"
+            )
+        if self.servo_command not in SERVO_COMMANDS:
+            raise BackendConfigError(f"servo_command must be one of {list(SERVO_COMMANDS)}, got {self.servo_command!r}")
+        if not (math.isfinite(self.stream_period) and self.stream_period > 0):
+            raise BackendConfigError(f"stream_period must be > 0 s, got {self.stream_period}")
+        if not self.frame_id:
+            raise BackendConfigError("frame_id must name the arm's base frame, got an empty string")
+
+
+class ArmBackend(ABC):
+    """Turns streamed end-effector targets into commands for one kind of arm, and reports the arm's pose.
+
+    The bridge calls send_target at the streaming rate with poses that already passed every safety rule,
+    send_gripper when the gripper command changes, and stop on disable, e-stop and faults.
+    """
+
+    name = ""
+
+    def __init__(self, node: Node, params: BackendParams) -> None:
+        self.node = node
+        self.params = params
+        self._state_callbacks: list[StateCallback] = []
+
+    def add_state_callback(self, callback: StateCallback) -> None:
+        self._state_callbacks.append(callback)
+
+    def _report_state(self, stamp_ns: int, pose: Pose) -> None:
+        for callback in self._state_callbacks:
+            callback(stamp_ns, pose)
+
+    @abstractmethod
+    def send_target(self, pose: Pose, stamp_ns: int) -> None:
+        """Commands the end-effector pose `pose` (base frame) for ROS time `stamp_ns`."""
+
+    @abstractmethod
+    def send_gripper(self, opening: float) -> None:
+        """Commands the gripper: 0.0 = closed .. 1.0 = open."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stops the arm where it is now."""
+
+
+def pose_to_msg(pose: Pose) -> PoseMsg:
+    msg = PoseMsg()
+    msg.position.x, msg.position.y, msg.position.z = (float(v) for v in pose.position)
+    w, x, y, z = (float(v) for v in pose.quaternion)
+    msg.orientation.w, msg.orientation.x, msg.orientation.y, msg.orientation.z = w, x, y, z
+    return msg
+
+
+def pose_from_msg(msg: PoseMsg) -> Pose:
+    """Raises ValueError for non-finite values or a zero quaternion."""
+    return Pose.make(
+        (msg.position.x, msg.position.y, msg.position.z),
+        (msg.orientation.w, msg.orientation.x, msg.orientation.y, msg.orientation.z),
+    )
+
+
+def pose_stamped(pose: Pose, stamp_ns: int, frame_id: str) -> PoseStamped:
+    msg = PoseStamped()
+    msg.header.stamp = ns_to_time(int(stamp_ns))
+    msg.header.frame_id = frame_id
+    msg.pose = pose_to_msg(pose)
+    return msg

@@ -1,0 +1,228 @@
+"""Records scripted-expert demonstrations in the suite's episode format (`videovla-collect`).
+
+Each step t: the camera frame is captured, the expert commands its next TCP target T_t, and the physics
+runs for one action period. The stored action of step t is the per-step delta from the previous commanded
+target T_{t-1} to T_t (see `videovla_sim.actions`; T_{-1} is the home target the episode starts at) plus
+the commanded gripper value, so it is exactly what a policy chunk row means: the target reached one step
+after the frame it was predicted from.
+
+Example::
+
+    videovla-collect --output data/sim --tasks pick place --episodes 50 --image-size 96
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from videovla_model.contract import DEFAULT_ACTION_DIM_NAMES
+from videovla_model.episodes import EpisodeWriter
+from videovla_sim.actions import pose_deltas, quaternion_to_matrix
+from videovla_sim.controller import TargetRejectedError
+from videovla_sim.env import EnvConfig, TabletopEnv
+from videovla_sim.expert import ExpertConfig, ScriptedExpert
+from videovla_sim.scene import SceneConfig
+from videovla_sim.tasks import TASK_FAMILIES, EpisodeSetup, InstructionError
+
+# Long enough for the slowest scripted place with two regrasps at 10 Hz, short enough to end a stuck episode.
+DEFAULT_MAX_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One expert episode."""
+
+    setup: EpisodeSetup
+    frames: np.ndarray | None
+    """(T, H, W, 3) uint8 RGB, frame t captured before action t; None when recorded without rendering."""
+    actions: np.ndarray
+    """(T, 7) float32: dx, dy, dz, droll, dpitch, dyaw, gripper (DEFAULT_ACTION_DIM_NAMES)."""
+    target_positions: np.ndarray
+    """(T + 1, 3) commanded TCP positions, the starting target first [m]."""
+    target_quaternions: np.ndarray
+    """(T + 1, 4) commanded TCP orientations (w, x, y, z), the starting target first."""
+    success: bool
+    failure: str
+    """Why the episode failed ("" on success)."""
+    action_rate_hz: float
+    seconds: float
+    """Wall time the recording took."""
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.actions.shape[0])
+
+    def extra(self) -> dict[str, object]:
+        """What goes into the episode's `extra`: task, seed, placement, start target, outcome."""
+        return {
+            **self.setup.to_json(),
+            "source": "videovla_sim scripted expert",
+            "frame_id": "base_link",
+            "start_target": {
+                "position": self.target_positions[0].tolist(),
+                "quaternion_wxyz": self.target_quaternions[0].tolist(),
+            },
+            "failure": self.failure,
+        }
+
+
+def record_episode(
+    env: TabletopEnv,
+    task: str,
+    seed: int,
+    *,
+    action_rate_hz: float = 10.0,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    expert_config: ExpertConfig | None = None,
+    render: bool = True,
+) -> Recording:
+    """Resets `env` to (task, seed) and lets the expert play it to the end (or `max_seconds`)."""
+    started = time.perf_counter()
+    setup = env.reset(task, seed)
+    time_step = 1.0 / action_rate_hz
+    controller = env.controller
+    expert = ScriptedExpert(
+        setup, env.scene, controller.target_position, controller.target_quaternion, time_step, expert_config
+    )
+    positions = [controller.target_position.copy()]
+    quaternions = [controller.target_quaternion.copy()]
+    grippers: list[float] = []
+    frames: list[np.ndarray] = []
+    failure = ""
+    for _step in range(round(max_seconds * action_rate_hz)):
+        if expert.done:
+            break
+        if render:
+            frames.append(env.render())
+        target = expert.act()
+        try:
+            controller.command_pose(target.position, target.quaternion)
+            controller.command_gripper(target.gripper)
+        except TargetRejectedError as error:
+            failure = f"controller refused the expert's target in phase {expert.phase}: {error}"
+            if render:
+                frames.pop()
+            break
+        positions.append(target.position)
+        quaternions.append(target.quaternion)
+        grippers.append(target.gripper)
+        env.advance(time_step)
+    else:
+        failure = f"the expert did not finish within {max_seconds} s (stuck in phase {expert.phase})"
+    success = not failure and env.success()
+    if not failure and not success:
+        failure = "the expert finished but the task's success check failed"
+    target_positions = np.array(positions)
+    target_quaternions = np.array(quaternions)
+    rotations = np.array([quaternion_to_matrix(q) for q in target_quaternions])
+    deltas = pose_deltas(target_positions, rotations) if grippers else np.zeros((0, 6))
+    actions = np.concatenate((deltas, np.array(grippers).reshape(-1, 1)), axis=1).astype(np.float32)
+    return Recording(
+        setup=setup,
+        frames=np.stack(frames) if render and frames else None,
+        actions=actions,
+        target_positions=target_positions,
+        target_quaternions=target_quaternions,
+        success=bool(success),
+        failure=failure,
+        action_rate_hz=action_rate_hz,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="videovla-collect", description="Record scripted-expert demonstrations of the simulated arm."
+    )
+    parser.add_argument("--output", required=True, help="dataset folder (created; episodes are appended)")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(TASK_FAMILIES),
+        help=f"task families ({', '.join(TASK_FAMILIES)}) or full instructions in quotes (default: all families)",
+    )
+    parser.add_argument("--episodes", type=int, default=10, help="seeded episodes per task (default: 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of each task's first episode (default: 0)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs="+",
+        default=[96],
+        metavar="PIXELS",
+        help="camera image size: SIZE or HEIGHT WIDTH (default: 96)",
+    )
+    parser.add_argument("--action-rate", type=float, default=10.0, help="actions (and frames) per second")
+    parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, help="episode time limit [s]")
+    parser.add_argument("--keep-failures", action="store_true", help="also store failed episodes (success=false)")
+    parser.add_argument("--embodiment-id", type=int, default=0, help="embodiment id stored with every episode")
+    args = parser.parse_args(argv)
+    if len(args.image_size) not in (1, 2):
+        parser.error(f"--image-size takes SIZE or HEIGHT WIDTH, got {args.image_size}")
+    if args.episodes < 1:
+        parser.error(f"--episodes must be >= 1, got {args.episodes}")
+    if not args.action_rate > 0:
+        parser.error(f"--action-rate must be > 0 Hz, got {args.action_rate}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the process exit code (1 when a task had no successful episode)."""
+    args = _parse_args(argv)
+    height, width = (args.image_size * 2)[:2]
+    try:
+        scene_config = SceneConfig(image_height=height, image_width=width)
+    except ValueError as error:
+        print(f"videovla-collect: {error}", file=sys.stderr)
+        return 2
+    env = TabletopEnv(replace(EnvConfig(), scene=scene_config))
+    writer = EpisodeWriter(args.output)
+    exit_code = 0
+    try:
+        for task in args.tasks:
+            successes, steps, seconds = 0, [], 0.0
+            for seed in range(args.seed, args.seed + args.episodes):
+                try:
+                    recording = record_episode(
+                        env, task, seed, action_rate_hz=args.action_rate, max_seconds=args.max_seconds
+                    )
+                except InstructionError as error:  # an unknown task: no other seed would work either
+                    print(f"videovla-collect: task {task!r}: {error}", file=sys.stderr)
+                    return 2
+                seconds += recording.seconds
+                successes += recording.success
+                if recording.success:
+                    steps.append(recording.num_steps)
+                else:
+                    print(f"  {task} seed {seed}: failed: {recording.failure}")
+                if (recording.success or args.keep_failures) and recording.frames is not None:
+                    writer.write(
+                        recording.frames,
+                        recording.actions,
+                        recording.setup.instruction,
+                        recording.action_rate_hz,
+                        embodiment_id=args.embodiment_id,
+                        action_dim_names=DEFAULT_ACTION_DIM_NAMES,
+                        success=recording.success,
+                        extra=recording.extra(),
+                    )
+            mean_steps = float(np.mean(steps)) if steps else 0.0
+            print(
+                f"{task}: {successes}/{args.episodes} successful, mean length {mean_steps:.1f} steps, "
+                f"{seconds / args.episodes:.2f} s per episode"
+            )
+            if successes == 0:
+                exit_code = 1
+    finally:
+        env.close()
+    print(f"wrote episodes to {args.output}")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
