@@ -1,0 +1,652 @@
+"""`videovla_policy`: the VideoVLA policy as a ROS 2 lifecycle node (camera + instruction in, action chunks out).
+
+The node holds a `videovla_model.contract.Policy` and never imports torch itself; `on_configure` loads the
+checkpoint through `videovla_model.policy.load_policy`. Inference runs in its own callback group, so a slow
+policy never blocks the camera, instruction or action-server callbacks (spin it with a MultiThreadedExecutor,
+as `main` does). When to infer and on which frame is decided by `videovla_ros.inference_scheduler`.
+
+Subscriptions (relative names):
+    <camera_topic> (sensor_msgs/Image, QoS CAMERA) when image_transport = "raw", or
+    <camera_topic>/compressed (sensor_msgs/CompressedImage, QoS CAMERA) when image_transport = "compressed"
+    instruction (std_msgs/String, QoS INSTRUCTION, latched): sets the instruction; preempts a running goal
+    chunk_request (std_msgs/Header, QoS COMMAND): with inference_trigger = "request", one inference per request
+Publishers:
+    action_chunk (videovla_msgs/ActionChunk, QoS ACTION_CHUNK): header.stamp = capture stamp of the image the
+        chunk was predicted from; row i holds the per-step delta to the target reached (i + 1) * time_step
+        after that capture (row 0 is one step ahead of the observed scene)
+    imagination/strip (sensor_msgs/Image rgb8, QoS IMAGINATION): imagined frames side by side
+    imagination/frame (sensor_msgs/Image rgb8, QoS IMAGINATION): imagined frames one by one, at their period
+    imagination/clip (videovla_msgs/VideoClip, QoS IMAGINATION)
+    /diagnostics (diagnostic_msgs/DiagnosticArray): counters chunks_published, chunks_discarded,
+        dropped_frames_stale, dropped_frames_unparseable, rejected_instructions, rejected_goals, inference_errors;
+        gauges inference_time_last/_mean, ros_overhead_last/_mean (image receipt to chunk publish minus
+        inference), chunk_rate_hz, policy_load_time, instruction
+Action server:
+    execute_instruction (videovla_msgs/action/ExecuteInstruction): runs an instruction until max_chunks,
+    timeout, cancel, failure or preemption by a newer goal / instruction; feedback per chunk. Goals are rejected
+    (reason logged and counted) while the node is not active or when a goal field is invalid. When a goal ends
+    and nothing replaced its instruction, inference stops until the next goal or instruction.
+Services: the standard lifecycle services (~/change_state, ~/get_state, ...).
+Parameters: see `PolicyNodeParameters` (YAML key `/**/videovla_policy`).
+
+Lifecycle: configure loads the policy (and reports its load time); activate subscribes and starts
+inference; deactivate stops publishing chunks and fails a running goal; cleanup frees the policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+from action_msgs.msg import GoalStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action.server import ServerGoalHandle
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.guard_condition import GuardCondition
+from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, TransitionCallbackReturn
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header, String
+
+from videovla_model.contract import Observation, Policy, PolicyMetadata, validate_output
+from videovla_model.policy import load_policy  # torch-free until a checkpoint is loaded
+from videovla_msgs.action import ExecuteInstruction
+from videovla_msgs.msg import ActionChunk, VideoClip
+from videovla_ros import qos
+from videovla_ros.action_chunk import TimedChunk, time_to_ns, to_msg
+from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
+from videovla_ros.image_conversion import check_image_msg, compressed_msg_to_rgb, image_msg_to_rgb
+from videovla_ros.imagination import (
+    IMAGINATION_MODES,
+    FramePlayback,
+    frame_msgs,
+    should_decode,
+    strip_msg,
+    video_clip_msg,
+)
+from videovla_ros.inference_scheduler import (
+    TRIGGERS,
+    Frame,
+    GoalBook,
+    GoalRecord,
+    InferenceJob,
+    InferenceScheduler,
+    Outcome,
+    RateMeter,
+    RepeatFilter,
+    RunningStats,
+    Wait,
+    check_goal,
+)
+
+NODE_NAME = "videovla_policy"
+IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
+# Inference, inputs, housekeeping, playback and up to a few blocked action-goal threads (one per live goal).
+EXECUTOR_THREADS = 8
+HOUSEKEEPING_PERIOD = 0.05  # s; goal timeouts and the camera watchdog are checked this often
+LOG_REPEAT_PERIOD = 2.0  # s; the same kind of bad input is logged at most this often (every one is counted)
+
+
+def _describe(text: str) -> dict[str, Any]:
+    return {"description": text}
+
+
+@dataclass(frozen=True)
+class PolicyNodeParameters:
+    """The node's ROS parameters (declared from these fields, read and validated on configure)."""
+
+    checkpoint: str = field(default="", metadata=_describe("checkpoint directory given to load_policy"))
+    device: str = field(default="cpu", metadata=_describe('torch device, e.g. "cpu" or "cuda:0"'))
+    dtype: str = field(default="float32", metadata=_describe('"float32", "bfloat16" or "float16"'))
+    num_inference_steps: int = field(default=0, metadata=_describe("denoising steps; 0 = checkpoint default"))
+    guidance_scale: float = field(default=-1.0, metadata=_describe("classifier-free guidance; < 0 = default"))
+    seed: int = field(default=0, metadata=_describe("seed of the initial diffusion noise"))
+    embodiment_id: int = field(default=0, metadata=_describe("robot id the policy is conditioned on"))
+    image_transport: str = field(default="raw", metadata=_describe('"raw" (Image) or "compressed"'))
+    camera_topic: str = field(default="image_raw", metadata=_describe("camera topic (relative name)"))
+    inference_trigger: str = field(
+        default="continuous", metadata=_describe('"continuous" (asynchronous) or "request" (on chunk_request)')
+    )
+    max_image_age: float = field(default=0.5, metadata=_describe("s; older camera frames are dropped as stale"))
+    image_timeout: float = field(
+        default=5.0, metadata=_describe("s; a goal fails when no camera frame arrives for this long; 0 = never")
+    )
+    publish_imagination: str = field(
+        default="auto", metadata=_describe('"auto" (decode when imagination/* has subscribers), "always", "never"')
+    )
+    imagination_max_width: int = field(
+        default=0, metadata=_describe("px; the strip is subsampled to fit this width; 0 = full size")
+    )
+    frame_id: str = field(default="base_link", metadata=_describe("frame of the action deltas in ActionChunk"))
+    diagnostics_period: float = field(default=1.0, metadata=_describe("s between /diagnostics messages"))
+
+    def __post_init__(self) -> None:
+        choices = {
+            "image_transport": IMAGE_TRANSPORTS,
+            "inference_trigger": TRIGGERS,
+            "publish_imagination": IMAGINATION_MODES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"parameter {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if not self.checkpoint:
+            raise ValueError("parameter checkpoint must name a checkpoint directory, got ''")
+        if not self.camera_topic:
+            raise ValueError("parameter camera_topic must be a topic name, got ''")
+        for name in ("max_image_age", "diagnostics_period"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"parameter {name} must be > 0 seconds, got {getattr(self, name)}")
+        for name in ("image_timeout", "imagination_max_width", "num_inference_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"parameter {name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> PolicyNodeParameters:
+        """Parameters from ROS values, type-checked by each field's default (an int is accepted as a float)."""
+        typed = {}
+        for spec in dataclasses.fields(cls):
+            value, kind = values[spec.name], type(spec.default)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is not kind:
+                raise ValueError(f"parameter {spec.name} must be of type {kind.__name__}, got {value!r}")
+            typed[spec.name] = value
+        return cls(**typed)
+
+    @property
+    def image_topic(self) -> str:
+        """The topic actually subscribed (image_transport's naming for the compressed stream)."""
+        return self.camera_topic if self.image_transport == "raw" else f"{self.camera_topic}/compressed"
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """The lifecycle publishers, created on configure (they publish only while the node is active)."""
+
+    chunk: LifecyclePublisher
+    strip: LifecyclePublisher
+    frame: LifecyclePublisher
+    clip: LifecyclePublisher
+
+    @property
+    def imagination_subscribers(self) -> int:
+        return sum(p.get_subscription_count() for p in (self.strip, self.frame, self.clip))
+
+
+class PolicyNode(LifecycleNode):
+    """The VideoVLA policy node (see the module docstring for its interface)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for spec in dataclasses.fields(PolicyNodeParameters):
+            # Dynamic typing: YAML's `max_image_age: 1` must not fail as int-vs-double; `from_values` checks types.
+            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(**spec.metadata, dynamic_typing=True))
+        self.diagnostics = DiagnosticsBook(f"{self.get_name()}: policy", hardware_id=self.get_fully_qualified_name())
+        self.diagnostics.set_status(DiagnosticStatus.WARN, "unconfigured")
+        self.params: PolicyNodeParameters | None = None
+        self.policy: Policy | None = None
+        self.metadata: PolicyMetadata | None = None
+        self.scheduler: InferenceScheduler | None = None
+        self.goals = GoalBook()
+        self.inference_stats = RunningStats()
+        self.overhead_stats = RunningStats()
+        self.chunk_rate = RateMeter()
+        self._playback = FramePlayback()
+        self._frame_log = RepeatFilter(LOG_REPEAT_PERIOD)
+        self._error_log = RepeatFilter(LOG_REPEAT_PERIOD)
+        self._active = False
+        self._sequence = 0
+        self._state_lock = threading.Lock()
+
+        # Inference has a group of its own so it never blocks inputs; inputs are reentrant because their
+        # callbacks only swap a cached message under a lock.
+        self._inference_group = MutuallyExclusiveCallbackGroup()
+        self._input_group = ReentrantCallbackGroup()
+        self._housekeeping_group = MutuallyExclusiveCallbackGroup()
+        self._action_group = ReentrantCallbackGroup()
+
+        self._outputs: _Outputs | None = None
+        self._instruction_sub: Subscription | None = None
+        self._active_subscriptions: list[Subscription] = []
+        self._active_timers: list[Timer] = []
+        self._wakeup: GuardCondition | None = None
+
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        # Diagnostics run in every lifecycle state, so their period is read once, at construction.
+        diagnostics_period = float(self.get_parameter("diagnostics_period").value)
+        self._diagnostics_timer = self.create_timer(
+            max(diagnostics_period, 0.01), self._publish_diagnostics, callback_group=self._housekeeping_group
+        )
+        self._action_server = ActionServer(
+            self,
+            ExecuteInstruction,
+            "execute_instruction",
+            execute_callback=self._execute_goal,
+            goal_callback=self._on_goal_request,
+            cancel_callback=lambda _request: CancelResponse.ACCEPT,
+            callback_group=self._action_group,
+        )
+
+    # ---- lifecycle ------------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            params = self._read_parameters()
+        except ValueError as error:
+            self.get_logger().error(f"configure failed: {error}")
+            self.diagnostics.set_status(DiagnosticStatus.ERROR, f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        start = time.monotonic()
+        try:
+            policy = load_policy(
+                params.checkpoint,
+                device=params.device,
+                dtype=params.dtype,
+                num_inference_steps=params.num_inference_steps or None,
+                guidance_scale=params.guidance_scale if params.guidance_scale >= 0 else None,
+                seed=params.seed,
+            )
+        except Exception as error:  # any loader failure (missing file, bad config, device) must not kill the node
+            self.get_logger().error(f"configure failed: could not load checkpoint {params.checkpoint!r}: {error}")
+            self.diagnostics.set_status(DiagnosticStatus.ERROR, f"could not load checkpoint: {error}")
+            return TransitionCallbackReturn.FAILURE
+        load_time = time.monotonic() - start
+        metadata = policy.metadata
+        if params.embodiment_id not in metadata.embodiment_ids:
+            self.get_logger().error(
+                f"configure failed: parameter embodiment_id must be one of {list(metadata.embodiment_ids)} "
+                f"for this checkpoint, got {params.embodiment_id}"
+            )
+            return TransitionCallbackReturn.FAILURE
+
+        self.params, self.policy, self.metadata = params, policy, metadata
+        self.scheduler = InferenceScheduler(params.inference_trigger, params.max_image_age)
+        self.diagnostics.set("policy_load_time", load_time)
+        self.diagnostics.set_status(DiagnosticStatus.OK, "configured")
+        self._outputs = _Outputs(
+            chunk=self.create_lifecycle_publisher(ActionChunk, "action_chunk", qos.ACTION_CHUNK),
+            strip=self.create_lifecycle_publisher(Image, "imagination/strip", qos.IMAGINATION),
+            frame=self.create_lifecycle_publisher(Image, "imagination/frame", qos.IMAGINATION),
+            clip=self.create_lifecycle_publisher(VideoClip, "imagination/clip", qos.IMAGINATION),
+        )
+        # Subscribed from configure on, so an instruction latched before activation is already known.
+        self._instruction_sub = self.create_subscription(
+            String, "instruction", self._on_instruction, qos.INSTRUCTION, callback_group=self._input_group
+        )
+        self.get_logger().info(
+            f"loaded {params.checkpoint!r} in {load_time:.2f} s: {metadata.chunk_rows}x{metadata.action_dims} "
+            f"actions {list(metadata.action_dim_names)} every {metadata.time_step} s, trigger "
+            f"{params.inference_trigger}, camera {params.image_topic!r}"
+        )
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        assert self.params is not None and self.metadata is not None
+        params = self.params
+        image_type = Image if params.image_transport == "raw" else CompressedImage
+        self._wakeup = self.create_guard_condition(self._on_wakeup, callback_group=self._inference_group)
+        self._active_subscriptions = [
+            self.create_subscription(
+                image_type, params.image_topic, self._on_image, qos.CAMERA, callback_group=self._input_group
+            )
+        ]
+        if params.inference_trigger == "request":
+            self._active_subscriptions.append(
+                self.create_subscription(
+                    Header, "chunk_request", self._on_chunk_request, qos.COMMAND, callback_group=self._input_group
+                )
+            )
+        self._active_timers = [
+            self.create_timer(HOUSEKEEPING_PERIOD, self._housekeeping, callback_group=self._housekeeping_group)
+        ]
+        if self.metadata.imagined_frame_period > 0:
+            self._active_timers.append(
+                self.create_timer(
+                    self.metadata.imagined_frame_period, self._play_frame, callback_group=self._housekeeping_group
+                )
+            )
+        with self._state_lock:
+            self._sequence = 0
+            self._active = True
+        self.diagnostics.set_status(DiagnosticStatus.OK, "active")
+        result = super().on_activate(state)
+        self._wakeup.trigger()
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control("the policy node was deactivated")
+        self.diagnostics.set_status(DiagnosticStatus.OK, "inactive")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.diagnostics.set_status(DiagnosticStatus.WARN, "unconfigured")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control("the policy node is shutting down")
+        self._release()
+        return super().on_shutdown(state)
+
+    def destroy_node(self) -> None:
+        self._stop_control("the policy node is shutting down")
+        self._action_server.destroy()
+        super().destroy_node()
+
+    def _read_parameters(self) -> PolicyNodeParameters:
+        names = [spec.name for spec in dataclasses.fields(PolicyNodeParameters)]
+        return PolicyNodeParameters.from_values({name: self.get_parameter(name).value for name in names})
+
+    def _stop_control(self, reason: str) -> None:
+        with self._state_lock:
+            was_active, self._active = self._active, False
+        for subscription in self._active_subscriptions:
+            self.destroy_subscription(subscription)
+        for timer in self._active_timers:
+            self.destroy_timer(timer)
+        self._active_subscriptions, self._active_timers = [], []
+        if self._wakeup is not None:
+            self.destroy_guard_condition(self._wakeup)
+            self._wakeup = None
+        self._playback.clear()
+        if self.scheduler is not None:
+            self.scheduler.reset()
+        if was_active:
+            self.goals.end_active(Outcome.FAILED, reason, time.monotonic_ns())
+
+    def _release(self) -> None:
+        with self._state_lock:
+            outputs, self._outputs = self._outputs, None
+            self.policy = self.metadata = self.scheduler = self.params = None
+        if outputs is not None:
+            for publisher in (outputs.chunk, outputs.strip, outputs.frame, outputs.clip):
+                self.destroy_lifecycle_publisher(publisher)
+        if self._instruction_sub is not None:
+            self.destroy_subscription(self._instruction_sub)
+            self._instruction_sub = None
+
+    # ---- inputs ---------------------------------------------------------------------------------------
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        receipt = time.monotonic_ns()
+        scheduler, params = self.scheduler, self.params
+        if scheduler is None or params is None:
+            return
+        try:
+            capture_time_ns = time_to_ns(msg.header.stamp)
+            if capture_time_ns == 0:
+                raise ValueError("image header.stamp is zero, expected the camera's capture time")
+            if isinstance(msg, Image):
+                check_image_msg(msg)
+        except ValueError as error:
+            self._reject_frame(params, error)
+            return
+        scheduler.offer_frame(Frame(msg, capture_time_ns, receipt))
+        self._wake()
+
+    def _reject_frame(self, params: PolicyNodeParameters, error: ValueError) -> None:
+        self.diagnostics.count("dropped_frames_unparseable")
+        self._log_repeated(self._frame_log, f"dropped camera image on {params.image_topic!r}: {error}")
+
+    def _log_repeated(self, gate: RepeatFilter, message: str, error: bool = False) -> None:
+        suppressed = gate.check(message, time.monotonic_ns())
+        if suppressed is None:
+            return
+        if suppressed:
+            message += f" ({suppressed} similar messages suppressed)"
+        if error:
+            self.get_logger().error(message)
+        else:
+            self.get_logger().warning(message)
+
+    def _on_chunk_request(self, msg: Header) -> None:
+        if self.scheduler is not None:
+            self.scheduler.request(time_to_ns(msg.stamp))
+            self._wake()
+
+    def _on_instruction(self, msg: String) -> None:
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        try:
+            scheduler.set_instruction(msg.data)
+        except ValueError as error:
+            self.diagnostics.count("rejected_instructions")
+            self.get_logger().warning(f"rejected instruction on 'instruction': {error}")
+            return
+        self.goals.end_active(Outcome.PREEMPTED, "preempted by a new instruction on 'instruction'", time.monotonic_ns())
+        self.get_logger().info(f"instruction: {scheduler.instruction!r}")
+        self._wake()
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.trigger()
+
+    # ---- inference --------------------------------------------------------------------------------------
+    def _on_wakeup(self) -> None:
+        while True:
+            with self._state_lock:
+                policy, scheduler, params, outputs = self.policy, self.scheduler, self.params, self._outputs
+                if not self._active or policy is None or scheduler is None or params is None or outputs is None:
+                    return
+            job = scheduler.take_job(self.get_clock().now().nanoseconds)
+            if job is Wait.STALE_FRAME:
+                self.diagnostics.count("dropped_frames_stale")
+                self._log_repeated(
+                    self._frame_log,
+                    f"dropped camera image on {params.image_topic!r}: "
+                    f"older than max_image_age={params.max_image_age} s",
+                )
+                continue
+            if isinstance(job, Wait):
+                return
+            self._infer(job, policy, params, outputs)
+
+    def _infer(self, job: InferenceJob, policy: Policy, params: PolicyNodeParameters, outputs: _Outputs) -> None:
+        message = job.frame.message
+        try:
+            image = image_msg_to_rgb(message) if isinstance(message, Image) else compressed_msg_to_rgb(message)
+        except ValueError as error:
+            self._reject_frame(params, error)
+            return
+        metadata = policy.metadata
+        decode = should_decode(params.publish_imagination, outputs.imagination_subscribers)
+        observation = Observation(image=image, instruction=job.instruction, embodiment_id=params.embodiment_id)
+        start = time.monotonic_ns()
+        try:
+            output = policy.infer(observation, decode_video=decode)
+            validate_output(output, metadata)
+        except Exception as error:  # a failing policy is reported and counted; the node keeps serving
+            self.diagnostics.count("inference_errors")
+            self.diagnostics.set_status(DiagnosticStatus.ERROR, f"inference failed: {error}")
+            self._log_repeated(self._error_log, f"inference failed: {error}", error=True)
+            self.goals.end_active(Outcome.FAILED, f"inference failed: {error}", time.monotonic_ns())
+            return
+        inference_time = (time.monotonic_ns() - start) / 1e9
+        self.inference_stats.add(inference_time)
+
+        with self._state_lock:
+            if not self._active or self.scheduler is None or not self.scheduler.is_current(job):
+                # Deactivated or a new instruction arrived during inference: nobody wants this chunk.
+                self.diagnostics.count("chunks_discarded")
+                return
+            sequence = self._sequence
+            self._sequence += 1
+        capture_time_ns = job.frame.capture_time_ns
+        chunk = TimedChunk(
+            capture_time_ns=capture_time_ns,
+            frame_id=params.frame_id,
+            instruction=job.instruction,
+            sequence=sequence,
+            actions=output.actions,
+            dim_names=metadata.action_dim_names,
+            time_step=metadata.time_step,
+            execute_rows=metadata.execute_rows,
+            embodiment_id=params.embodiment_id,
+            inference_time=inference_time,
+            capture_to_publish_time=(self.get_clock().now().nanoseconds - capture_time_ns) / 1e9,
+        )
+        outputs.chunk.publish(to_msg(chunk))
+        published = time.monotonic_ns()
+        self.diagnostics.count("chunks_published")
+        self.chunk_rate.tick(published)
+        # What ROS adds on top of the policy: queueing, conversion and message building, receipt to publish.
+        self.overhead_stats.add((published - job.frame.receipt_monotonic_ns) / 1e9 - inference_time)
+        self.diagnostics.set_status(DiagnosticStatus.OK, "publishing chunks")
+        self._account_goal(inference_time, published)
+        if output.imagined_frames is not None:
+            self._publish_imagination(
+                output.imagined_frames, message.header.frame_id, job, sequence, metadata, params, outputs
+            )
+
+    def _publish_imagination(
+        self,
+        frames: np.ndarray,
+        camera_frame_id: str,
+        job: InferenceJob,
+        sequence: int,
+        metadata: PolicyMetadata,
+        params: PolicyNodeParameters,
+        outputs: _Outputs,
+    ) -> None:
+        """frames: (T, H, W, 3) uint8 imagined video, published in the camera's frame."""
+        period = metadata.imagined_frame_period
+        capture = job.frame.capture_time_ns
+        outputs.strip.publish(strip_msg(frames, capture, camera_frame_id, params.imagination_max_width))
+        outputs.clip.publish(video_clip_msg(frames, capture, camera_frame_id, job.instruction, sequence, period))
+        if period > 0:
+            self._playback.load(frame_msgs(frames, capture, camera_frame_id, period))
+
+    def _play_frame(self) -> None:
+        frame = self._playback.next_frame()
+        outputs = self._outputs
+        if frame is not None and outputs is not None:
+            outputs.frame.publish(frame)
+
+    # ---- action server ----------------------------------------------------------------------------------
+    def _on_goal_request(self, goal: ExecuteInstruction.Goal) -> GoalResponse:
+        with self._state_lock:
+            active = self._active
+        reason = None if active else "the policy node is not active (configure and activate it first)"
+        if reason is None:
+            try:
+                check_goal(goal.instruction, goal.max_chunks, goal.timeout)
+            except ValueError as error:
+                reason = str(error)
+                if not goal.instruction.strip():
+                    self.diagnostics.count("rejected_instructions")
+        if reason is not None:
+            self.diagnostics.count("rejected_goals")
+            self.get_logger().warning(f"rejected execute_instruction goal: {reason}")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _execute_goal(self, goal_handle: ServerGoalHandle) -> ExecuteInstruction.Result:
+        request = goal_handle.request
+        record = self.goals.start(
+            goal_handle, request.instruction, request.max_chunks, request.timeout, time.monotonic_ns()
+        )
+        generation = None
+        scheduler = self.scheduler
+        if scheduler is None:  # cleaned up between acceptance and execution
+            self.goals.end(goal_handle, Outcome.FAILED, "the policy node is not active", time.monotonic_ns())
+        elif record.outcome is None:
+            generation = scheduler.set_instruction(record.instruction)
+            self.get_logger().info(
+                f"goal accepted: {record.instruction!r} (max_chunks={record.max_chunks}, timeout={record.timeout} s)"
+            )
+            self._wake()
+        # Blocking is fine: goals run in a reentrant group on a multi-threaded executor.
+        while not record.done.wait(0.02):
+            if goal_handle.is_cancel_requested:
+                self.goals.end(goal_handle, Outcome.CANCELED, "canceled by the client", time.monotonic_ns())
+        if scheduler is not None and generation is not None and scheduler.generation == generation:
+            # The goal that set the instruction has ended and nothing replaced it: stop producing chunks.
+            scheduler.clear_instruction()
+        return self._finish_goal(goal_handle, record)
+
+    def _finish_goal(self, goal_handle: ServerGoalHandle, record: GoalRecord) -> ExecuteInstruction.Result:
+        outcome = record.outcome
+        assert outcome is not None, "a goal is finished only once its outcome is decided"
+        if outcome in (Outcome.COMPLETED_LIMIT, Outcome.TIMED_OUT):
+            goal_handle.succeed()
+        elif outcome == Outcome.CANCELED and goal_handle.status == GoalStatus.STATUS_CANCELING:
+            goal_handle.canceled()
+        else:
+            goal_handle.abort()
+        self.get_logger().info(f"goal {record.instruction!r} ended: {outcome.name}: {record.reason}")
+        return ExecuteInstruction.Result(
+            outcome=int(outcome),
+            reason=record.reason,
+            chunks_executed=record.chunks,
+            elapsed=record.elapsed(time.monotonic_ns()),
+        )
+
+    def _account_goal(self, inference_time: float, now_monotonic_ns: int) -> None:
+        active = self.goals.active
+        if active is None:
+            return
+        record = self.goals.on_chunk(active.goal_id, now_monotonic_ns)
+        if record is None:
+            return
+        goal_handle: ServerGoalHandle = record.goal_id
+        goal_handle.publish_feedback(
+            ExecuteInstruction.Feedback(
+                chunks_executed=record.chunks, last_inference_time=inference_time, state="executing"
+            )
+        )
+
+    # ---- housekeeping -----------------------------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        now = time.monotonic_ns()
+        self.goals.check_timeout(now)
+        record, scheduler, params = self.goals.active, self.scheduler, self.params
+        if record is None or scheduler is None or params is None or params.image_timeout <= 0:
+            return
+        last_frame = scheduler.last_frame_receipt_monotonic_ns
+        since = max(record.accepted_monotonic_ns, last_frame or 0)
+        silence = (now - since) / 1e9
+        if silence > params.image_timeout:
+            self.goals.end_active(Outcome.FAILED, f"no camera image for {silence:.1f} s on {params.image_topic!r}", now)
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic_ns()
+        book = self.diagnostics
+        book.set("inference_time_last", self.inference_stats.last)
+        book.set("inference_time_mean", self.inference_stats.mean)
+        book.set("ros_overhead_last", self.overhead_stats.last)
+        book.set("ros_overhead_mean", self.overhead_stats.mean)
+        book.set("chunk_rate_hz", self.chunk_rate.rate(now))
+        scheduler = self.scheduler
+        book.set("instruction", scheduler.instruction if scheduler is not None else "")
+        self._diagnostics_pub.publish(book.to_msg(self.get_clock().now().to_msg()))
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = PolicyNode()
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RuntimeError:
+        # A signal can shut the context down between the executor's check and its wait (an rclpy race).
+        if rclpy.ok():
+            raise
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
