@@ -1,0 +1,623 @@
+"""`videovla-eval` and `videovla-demo`: the policy driving the simulated arm in closed loop, through ROS.
+
+One process hosts the real nodes on one MultiThreadedExecutor, talking over real topics and services:
+
+    sim_arm (SimArmNode) --image_raw, ee_pose--> videovla_policy (PolicyNode) --action_chunk--> arm_bridge
+          ^                                                                     (ArmBridgeNode, pose_stream)
+          +------------------------- target_pose, gripper_command --------------------------+
+
+plus an evaluator node `videovla_eval` that does what a person at the robot would do. Per episode it disables
+the bridge (`arm_bridge/enable` false), starts the next seeded scene (`sim_arm/reset`), publishes the scene's
+instruction on `instruction`, enables the bridge and waits for `sim_arm/task_success` or the time limit. It
+reads `action_chunk` (inference_time, arrival times), and for the first few episodes `image_raw` and
+`imagination/clip`, which it turns into a GIF of imagined (left) vs actual (right) frames. Subscribing to the
+imagination makes the policy decode video, so those episodes' inference times include decoding.
+
+    videovla-eval --checkpoint checkpoints/videovla-sim-small --tasks pick --episodes 50 --output outputs/eval
+    videovla-demo --instruction "pick up the red cube"
+
+Seeds: task t's episode i uses seed `--seed + i`; the shipped demonstrations were recorded with seeds from
+1000 on, so the default seeds 0.. are placements the model has not seen.
+
+Evaluator node `videovla_eval` (relative names, in --namespace):
+  Publishes   instruction (std_msgs/String, INSTRUCTION)
+  Subscribes  action_chunk (ActionChunk, ACTION_CHUNK), sim_arm/task_success (std_msgs/Bool, ROBOT_STATE),
+              ee_pose (PoseStamped, ROBOT_STATE); while recording a video also image_raw (Image, CAMERA) and
+              imagination/clip (VideoClip, IMAGINATION)
+  Calls       sim_arm/reset (std_srvs/Trigger), arm_bridge/enable (std_srvs/SetBool)
+The other nodes read their parameters from --params-file (default: the package's config/realman.yaml) keyed by
+node name; the evaluator overrides only what the evaluation fixes (checkpoint, backend, mode, scene, seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.subscription import Subscription
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, String
+from std_srvs.srv import SetBool, Trigger
+
+from videovla_msgs.msg import ActionChunk, VideoClip
+from videovla_ros import qos
+from videovla_ros.action_chunk import time_to_ns
+from videovla_ros.arm_bridge_node import ArmBridgeNode
+from videovla_ros.bringup import EXECUTION_MODES, default_params_file
+from videovla_ros.evaluation_report import (
+    EpisodeResult,
+    FrameTimeline,
+    ImaginedClip,
+    format_summary,
+    instruction_problem,
+    side_by_side,
+    summarize,
+    write_gif,
+    write_report,
+)
+from videovla_ros.image_conversion import image_msg_to_rgb
+from videovla_ros.policy_node import EXECUTOR_THREADS, PolicyNode
+from videovla_ros.sim_arm_node import SimArmNode
+from videovla_sim.tasks import TASK_FAMILIES, sample_episode
+
+NODE_NAME = "videovla_eval"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "videovla-sim-small"
+SERVICE_TIMEOUT = 15.0  # s; a reset renders a new scene, an enable waits for fresh robot state
+STATE_SETTLE = 0.3  # s after a reset before enabling, so the bridge holds the new scene's pose
+QUIET_MIN = 0.3  # s without chunks before a disabled system counts as quiet (no inference in flight)
+QUIET_MAX = 10.0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation (or demo) run; see `videovla-eval --help` for each field."""
+
+    checkpoint: str
+    tasks: tuple[str, ...] = ("pick",)
+    episodes: int = 50
+    seed: int = 0
+    mode: str = "sync"
+    time_limit: float = 30.0
+    videos: int = 3
+    output: str = "outputs/eval"
+    image_size: int = 64
+    namespace: str = "videovla_eval"
+    params_file: str = ""
+    num_inference_steps: int = 0
+    guidance_scale: float = -1.0
+    real_time_factor: float = 1.0
+    chunk_watchdog: float = 0.0
+    max_chunk_age: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not self.checkpoint:
+            raise ValueError("checkpoint must name a checkpoint directory, got ''")
+        if not self.tasks:
+            raise ValueError("tasks must name at least one task family or instruction")
+        if self.mode not in EXECUTION_MODES:
+            raise ValueError(f"mode must be one of {list(EXECUTION_MODES)}, got {self.mode!r}")
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not self.time_limit > 0:
+            raise ValueError(f"time_limit must be > 0 s, got {self.time_limit}")
+        if self.videos < 0:
+            raise ValueError(f"videos must be >= 0, got {self.videos}")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be >= 16 px, got {self.image_size}")
+        if not self.real_time_factor > 0:
+            raise ValueError(f"real_time_factor must be > 0, got {self.real_time_factor}")
+        if not 0 < self.max_chunk_age < 5.0:
+            raise ValueError(
+                f"max_chunk_age must be in (0, 5) s (below the bridge's history_duration), got {self.max_chunk_age}"
+            )
+        if self.chunk_watchdog < 0:
+            raise ValueError(f"chunk_watchdog must be >= 0 s (0 = the params file's), got {self.chunk_watchdog}")
+
+
+class EvalProbe(Node):
+    """The evaluator's node: sends instructions, calls the sim and bridge services, and records what it sees."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._lock = threading.Lock()
+        self._instruction_pub = self.create_publisher(String, "instruction", qos.INSTRUCTION)
+        self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos.ACTION_CHUNK)
+        self.create_subscription(Bool, "sim_arm/task_success", self._on_success, qos.ROBOT_STATE)
+        self.create_subscription(PoseStamped, "ee_pose", self._on_pose, qos.ROBOT_STATE)
+        self._reset_client = self.create_client(Trigger, "sim_arm/reset")
+        self._enable_client = self.create_client(SetBool, "arm_bridge/enable")
+        self._chunks: list[tuple[float, ActionChunk]] = []
+        """(monotonic arrival time [s], message) of every chunk since `clear`."""
+        self._success = False
+        self._pose: PoseStamped | None = None
+        self._recording: list[Subscription] = []
+        self._camera = FrameTimeline()
+        self._clips: list[ImaginedClip] = []
+
+    # ---- callbacks: record ------------------------------------------------------------------------------
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        with self._lock:
+            self._chunks.append((time.monotonic(), msg))
+
+    def _on_success(self, msg: Bool) -> None:
+        if msg.data:
+            with self._lock:
+                self._success = True
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        with self._lock:
+            self._pose = msg
+
+    def _on_image(self, msg: Image) -> None:
+        frame = image_msg_to_rgb(msg)
+        with self._lock:
+            self._camera.add(time_to_ns(msg.header.stamp), frame)
+
+    def _on_clip(self, msg: VideoClip) -> None:
+        frames = np.stack([image_msg_to_rgb(f) for f in msg.frames]) if msg.frames else None
+        if frames is None:
+            return
+        with self._lock:
+            self._clips.append(ImaginedClip(time_to_ns(msg.header.stamp), msg.frame_period, frames))
+
+    # ---- what the evaluation reads ------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Forgets chunks and success seen so far (called when an episode starts)."""
+        with self._lock:
+            self._chunks.clear()
+            self._success = False
+
+    @property
+    def success(self) -> bool:
+        with self._lock:
+            return self._success
+
+    def chunks(self) -> list[tuple[float, ActionChunk]]:
+        with self._lock:
+            return list(self._chunks)
+
+    def last_chunk_time(self) -> float | None:
+        with self._lock:
+            return self._chunks[-1][0] if self._chunks else None
+
+    def position(self) -> np.ndarray | None:
+        """The newest end-effector position [m] in base_link, or None before the first ee_pose."""
+        with self._lock:
+            pose = self._pose
+        if pose is None:
+            return None
+        return np.array([pose.pose.position.x, pose.pose.position.y, pose.pose.position.z])
+
+    # ---- actions ----------------------------------------------------------------------------------------
+
+    def send_instruction(self, text: str) -> None:
+        self._instruction_pub.publish(String(data=text))
+
+    def reset_scene(self) -> str:
+        """Calls sim_arm/reset; returns its message ("seed N: instruction"); raises RuntimeError on refusal."""
+        response = self._call(self._reset_client, Trigger.Request(), "sim_arm/reset")
+        if not response.success:
+            raise RuntimeError(f"sim_arm/reset refused: {response.message}")
+        return response.message
+
+    def set_bridge(self, enabled: bool) -> tuple[bool, str]:
+        """Calls arm_bridge/enable; returns (success, message)."""
+        response = self._call(self._enable_client, SetBool.Request(data=enabled), "arm_bridge/enable")
+        return bool(response.success), str(response.message)
+
+    def _call(self, client: Any, request: Any, name: str) -> Any:
+        if not client.wait_for_service(timeout_sec=SERVICE_TIMEOUT):
+            raise RuntimeError(f"service {name} is not available after {SERVICE_TIMEOUT} s")
+        done = threading.Event()
+        future = client.call_async(request)
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(SERVICE_TIMEOUT):
+            client.remove_pending_request(future)
+            raise RuntimeError(f"service {name} did not answer within {SERVICE_TIMEOUT} s")
+        return future.result()
+
+    def start_recording(self) -> None:
+        """Subscribes to the camera and the imagination (which makes the policy decode its video)."""
+        with self._lock:
+            self._camera = FrameTimeline()
+            self._clips = []
+        self._recording = [
+            self.create_subscription(Image, "image_raw", self._on_image, qos.CAMERA),
+            self.create_subscription(VideoClip, "imagination/clip", self._on_clip, qos.IMAGINATION),
+        ]
+
+    def stop_recording(self) -> tuple[list[ImaginedClip], FrameTimeline]:
+        for subscription in self._recording:
+            self.destroy_subscription(subscription)
+        self._recording = []
+        with self._lock:
+            return list(self._clips), self._camera
+
+
+class SimulatedSystem:
+    """The sim, policy, bridge and evaluator nodes in one process, spun by a background executor thread.
+
+    Use as a context manager; `start_task` (re)creates the simulated arm for a task family or instruction.
+    """
+
+    def __init__(self, config: EvalConfig) -> None:
+        self.config = config
+        params_file = config.params_file or str(default_params_file())
+        self.context = Context()
+        rclpy.init(args=["videovla-eval", "--ros-args", "--params-file", params_file], context=self.context)
+        common = {"namespace": config.namespace, "context": self.context}
+        self.executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 4, context=self.context)
+        self.nodes: list[Node] = []
+        self.sim: SimArmNode | None = None
+        self._thread: threading.Thread | None = None
+        try:
+            self.policy = PolicyNode(**common, parameter_overrides=self._policy_parameters())
+            self.bridge = ArmBridgeNode(**common, parameter_overrides=self._bridge_parameters())
+            self.probe = EvalProbe(**common)
+            self.nodes = [self.policy, self.bridge, self.probe]
+            for node in self.nodes:
+                self.executor.add_node(node)
+            self._thread = threading.Thread(target=self.executor.spin, name="videovla-eval executor", daemon=True)
+            self._thread.start()
+            for name, transition in (("configure", self.policy.trigger_configure), ("activate", self.policy.trigger_activate)):
+                if transition() != TransitionCallbackReturn.SUCCESS:
+                    raise RuntimeError(f"the policy node failed to {name} with checkpoint {config.checkpoint!r}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _policy_parameters(self) -> list[Parameter]:
+        c = self.config
+        return [
+            Parameter("checkpoint", value=c.checkpoint),
+            Parameter("inference_trigger", value=EXECUTION_MODES[c.mode]),
+            Parameter("num_inference_steps", value=c.num_inference_steps),
+            Parameter("guidance_scale", value=c.guidance_scale),
+            Parameter("publish_imagination", value="auto"),
+        ]
+
+    def _bridge_parameters(self) -> list[Parameter]:
+        # Decoding the imagination for a video takes seconds on a CPU; in sync mode the arm waits for it, so
+        # such chunks are late but not stale.
+        parameters = [
+            Parameter("backend", value="pose_stream"),
+            Parameter("mode", value=self.config.mode),
+            Parameter("max_chunk_age", value=self.config.max_chunk_age),
+        ]
+        if self.config.chunk_watchdog > 0:
+            parameters.append(Parameter("chunk_watchdog", value=self.config.chunk_watchdog))
+        return parameters
+
+    def start_task(self, task: str, seed: int) -> None:
+        """Replaces the simulated arm with one showing `task` at `seed` (its first episode)."""
+        self._remove_sim()
+        c = self.config
+        self.sim = SimArmNode(
+            namespace=c.namespace,
+            context=self.context,
+            parameter_overrides=[
+                Parameter("task", value=task),
+                Parameter("seed", value=seed),
+                Parameter("image_height", value=c.image_size),
+                Parameter("image_width", value=c.image_size),
+                Parameter("real_time_factor", value=c.real_time_factor),
+            ],
+        )
+        self.executor.add_node(self.sim)
+
+    def _remove_sim(self) -> None:
+        if self.sim is not None:
+            self.executor.remove_node(self.sim)
+            self.sim.destroy_node()
+            self.sim = None
+
+    def kill_policy(self) -> None:
+        """Takes the policy node out of the system without a goodbye, as a crash would (for fault tests)."""
+        self.executor.remove_node(self.policy)
+        self.policy.destroy_node()
+        self.nodes.remove(self.policy)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+        self._remove_sim()
+        for node in reversed(self.nodes):
+            node.destroy_node()
+        self.nodes = []
+        rclpy.try_shutdown(context=self.context)
+
+    def __enter__(self) -> SimulatedSystem:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+Progress = Callable[[str], None]
+
+
+def _quiet_period(chunks: Sequence[tuple[float, ActionChunk]]) -> float:
+    longest = max((msg.inference_time for _, msg in chunks), default=0.0)
+    return min(QUIET_MAX, max(QUIET_MIN, 1.5 * longest))
+
+
+def _wait_quiet(probe: EvalProbe, quiet: float) -> None:
+    """Waits until no chunk has arrived for `quiet` s, so no inference for the previous scene is in flight."""
+    deadline = time.monotonic() + QUIET_MAX
+    while time.monotonic() < deadline:
+        last = probe.last_chunk_time()
+        if last is None or time.monotonic() - last >= quiet:
+            return
+        time.sleep(0.05)
+
+
+def enable_bridge(probe: EvalProbe, timeout: float = SERVICE_TIMEOUT) -> None:
+    """Enables the bridge, retrying while it refuses for a transient reason (robot state not yet fresh)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        enabled, message = probe.set_bridge(True)
+        if enabled:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"arm_bridge/enable refused: {message}")
+        time.sleep(0.2)
+
+
+def run_episode(
+    system: SimulatedSystem,
+    task: str,
+    seed: int,
+    instruction: str,
+    *,
+    reset: bool,
+    video_path: Path | None,
+    progress: Progress | None = None,
+) -> EpisodeResult:
+    """One episode: (reset,) instruct, enable, wait for success or the time limit, disable; see the module doc."""
+    probe, config = system.probe, system.config
+    probe.set_bridge(False)
+    _wait_quiet(probe, _quiet_period(probe.chunks()))
+    if reset:
+        reply = probe.reset_scene()
+        if not reply.startswith(f"seed {seed}:"):
+            raise RuntimeError(f"sim_arm/reset started {reply!r}, expected seed {seed}")
+    probe.send_instruction(instruction)
+    time.sleep(STATE_SETTLE)
+    if video_path is not None:
+        probe.start_recording()
+    probe.clear()
+    enable_bridge(probe)
+    started = time.monotonic()
+    reported = 0
+    while not probe.success and time.monotonic() - started < config.time_limit:
+        time.sleep(0.05)
+        if progress is not None:
+            reported = _report_chunks(probe, started, reported, progress)
+    seconds = time.monotonic() - started
+    success = probe.success
+    idle_fraction = system.bridge.stream_stats().idle_fraction()
+    probe.set_bridge(False)
+    chunks = probe.chunks()
+    arrivals = [t for t, _ in chunks]
+    video = ""
+    if video_path is not None:
+        clips, camera = probe.stop_recording()
+        by_capture = {time_to_ns(msg.header.stamp): msg for _, msg in chunks}
+        aligned = [_execution_aligned(clip, by_capture, config.mode) for clip in clips]
+        panels = side_by_side(aligned, camera)
+        if panels:
+            period = aligned[0].period if aligned[0].period > 0 else 0.1
+            video = str(write_gif(video_path, panels, period))
+    return EpisodeResult(
+        task=task,
+        seed=seed,
+        instruction=instruction,
+        success=success,
+        seconds=seconds,
+        chunks=len(chunks),
+        inference_times=tuple(float(msg.inference_time) for _, msg in chunks),
+        chunk_intervals=tuple(float(b - a) for a, b in zip(arrivals, arrivals[1:], strict=False)),
+        idle_fraction=float(idle_fraction),
+        video=video,
+    )
+
+
+def _execution_aligned(clip: ImaginedClip, chunks: dict[int, ActionChunk], mode: str) -> ImaginedClip:
+    """In sync mode the bridge starts a chunk's rows when it arrives, not at capture; compare what the arm did then.
+
+    Shifts the clip's start by the chunk's capture-to-publish time (found by the shared capture stamp).
+    """
+    chunk = chunks.get(clip.start_ns)
+    if mode != "sync" or chunk is None:
+        return clip
+    return replace(clip, start_ns=clip.start_ns + round(chunk.capture_to_publish_time * 1e9))
+
+
+def _report_chunks(probe: EvalProbe, started: float, reported: int, progress: Progress) -> int:
+    chunks = probe.chunks()
+    position = probe.position()
+    for arrival, msg in chunks[reported:]:
+        rows = np.asarray(msg.actions, dtype=np.float32).reshape(msg.rows, msg.dims)
+        gripper = rows[0, list(msg.dim_names).index("gripper")] if "gripper" in msg.dim_names else float("nan")
+        where = f", gripper at z {position[2]:.3f} m" if position is not None else ""
+        progress(
+            f"  t={arrival - started:5.1f} s  chunk {msg.sequence}: inference {msg.inference_time:.3f} s, "
+            f"gripper {'open' if gripper >= 0.5 else 'closed'}{where}"
+        )
+    return len(chunks)
+
+
+def evaluate(config: EvalConfig, progress: Progress = print) -> tuple[list[EpisodeResult], Path]:
+    """Runs every task's episodes through the ROS system; writes the report and videos into config.output.
+
+    Returns the episode results and the path of report.json.
+    """
+    output = Path(config.output)
+    results: list[EpisodeResult] = []
+    with SimulatedSystem(config) as system:
+        for task in config.tasks:
+            system.start_task(task, config.seed)
+            for index in range(config.episodes):
+                seed = config.seed + index
+                instruction = sample_episode(task, seed).instruction
+                video = output / "videos" / f"{_slug(task)}_seed{seed}.gif" if index < config.videos else None
+                result = run_episode(system, task, seed, instruction, reset=index > 0, video_path=video)
+                results.append(result)
+                wins = sum(r.success for r in results if r.task == task)
+                progress(
+                    f"{task} seed {seed} ({instruction!r}): {'success' if result.success else 'failure'} in "
+                    f"{result.seconds:.1f} s, {result.chunks} chunks; {wins}/{index + 1} so far"
+                )
+    summary = summarize(results, config.checkpoint, config.mode)
+    report = write_report(output, summary, results)
+    progress(format_summary(summary))
+    progress(f"report: {report}")
+    return results, report
+
+
+def _slug(text: str) -> str:
+    return "_".join("".join(c if c.isalnum() else " " for c in text).split())
+
+
+def demo(config: EvalConfig, instruction: str, progress: Progress = print) -> EpisodeResult:
+    """One episode of `instruction` with progress printed per chunk; writes the report and the video.
+
+    An instruction the scene cannot show (unknown colour or object) is reported, then sent as given on a scene
+    of the pick family, so one can watch what the policy makes of it; its success is not judged.
+    """
+    problem = instruction_problem(instruction)
+    task = instruction
+    if problem is not None:
+        task = "pick"
+        progress(
+            f"note: {problem}. The simulated scene cannot contain it, so it shows a {task!r} layout (seed "
+            f"{config.seed}); the policy still gets {instruction!r} and acts on it, and success is not judged."
+        )
+    output = Path(config.output)
+    with SimulatedSystem(config) as system:
+        system.start_task(task, config.seed)
+        progress(f"sending {instruction!r}; time limit {config.time_limit:.0f} s")
+        result = run_episode(
+            system,
+            task,
+            config.seed,
+            instruction,
+            reset=False,
+            video_path=output / "demo.gif",
+            progress=progress,
+        )
+    if problem is not None:
+        result = replace(result, success=False)
+        progress(f"done in {result.seconds:.1f} s ({result.chunks} chunks); success not judged: {problem}")
+    else:
+        progress(f"{'SUCCESS' if result.success else 'FAILURE'} in {result.seconds:.1f} s ({result.chunks} chunks)")
+    summary = summarize([result], config.checkpoint, config.mode)
+    write_report(output, summary, [result])
+    progress(
+        f"mean inference {summary.mean_inference_time:.3f} s (with video decoding), {summary.seconds_per_chunk:.3f} "
+        f"s/chunk, arm idle {summary.idle_fraction:.0%}"
+    )
+    progress(f"video: {result.video or 'none (no imagined clip arrived)'}")
+    return result
+
+
+# Command lines ---------------------------------------------------------------------------------------------
+
+
+def _common_arguments(parser: argparse.ArgumentParser, output: str) -> None:
+    defaults = EvalConfig(checkpoint="-")
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="policy checkpoint directory")
+    parser.add_argument("--mode", choices=tuple(EXECUTION_MODES), default=defaults.mode, help="bridge execution mode")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the first episode")
+    parser.add_argument("--time-limit", type=float, default=defaults.time_limit, help="seconds per episode")
+    parser.add_argument("--output", default=output, help="folder for the report and videos")
+    parser.add_argument("--image-size", type=int, default=defaults.image_size, help="sim camera size [px]")
+    parser.add_argument("--namespace", default=defaults.namespace, help="namespace of all nodes")
+    parser.add_argument("--params-file", default="", help="YAML keyed by node name (default: config/realman.yaml)")
+    parser.add_argument("--num-inference-steps", type=int, default=0, help="denoising steps (0 = checkpoint's)")
+    parser.add_argument("--guidance-scale", type=float, default=-1.0, help="guidance (< 0 = checkpoint's)")
+    parser.add_argument("--real-time-factor", type=float, default=1.0, help="simulated seconds per wall second")
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> EvalConfig:
+    return EvalConfig(
+        checkpoint=args.checkpoint,
+        mode=args.mode,
+        seed=args.seed,
+        time_limit=args.time_limit,
+        output=args.output,
+        image_size=args.image_size,
+        namespace=args.namespace,
+        params_file=args.params_file,
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        real_time_factor=args.real_time_factor,
+        **extra,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`videovla-eval`: exit code 0 after a complete evaluation, 2 for bad arguments or a failed start."""
+    parser = argparse.ArgumentParser(
+        prog="videovla-eval", description="Closed-loop evaluation of a VideoVLA checkpoint on the simulated arm."
+    )
+    _common_arguments(parser, "outputs/eval")
+    parser.add_argument(
+        "--tasks", nargs="+", default=["pick"], help=f"task families ({', '.join(TASK_FAMILIES)}) or instructions"
+    )
+    parser.add_argument("--episodes", type=int, default=50, help="seeded episodes per task")
+    parser.add_argument("--videos", type=int, default=3, help="episodes per task saved as imagined|actual GIFs")
+    args = parser.parse_args(argv)
+    try:
+        config = _config(args, tasks=tuple(args.tasks), episodes=args.episodes, videos=args.videos)
+        evaluate(config)
+    except (ValueError, RuntimeError) as error:
+        print(f"videovla-eval: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def demo_main(argv: Sequence[str] | None = None) -> int:
+    """`videovla-demo`: exit code 0 on success, 1 on failure, 2 for bad arguments or a failed start."""
+    parser = argparse.ArgumentParser(
+        prog="videovla-demo",
+        description="One episode: the simulated arm, the VideoVLA policy node and the arm bridge, driven by an "
+        "instruction; prints progress and writes imagined|actual frames to a GIF.",
+    )
+    _common_arguments(parser, "outputs/demo")
+    parser.add_argument("--instruction", default="pick up the red cube", help="what to ask the robot")
+    args = parser.parse_args(argv)
+    try:
+        config = _config(args, tasks=(args.instruction,), episodes=1)
+        result = demo(config, args.instruction)
+    except (ValueError, RuntimeError) as error:
+        print(f"videovla-demo: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
