@@ -36,12 +36,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Bool, Header
 from std_srvs.srv import SetBool
@@ -52,6 +50,7 @@ from videovla_ros.action_chunk import ChunkRejectedError, TimedChunk, from_msg, 
 from videovla_ros.backends import BackendParams, make_backend
 from videovla_ros.backends.base import pose_stamped
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
+from videovla_ros.node_runner import run_node
 from videovla_ros.safety import (
     ArmState,
     Decision,
@@ -596,21 +595,7 @@ class ArmBridgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    try:
-        node = ArmBridgeNode()
-    except (ValueError, ImportError) as error:
-        rclpy.try_shutdown()
-        raise SystemExit(f"{NODE_NAME}: {error}") from error
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ArmBridgeNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 
+from videovla_ros.node_runner import spin_until_shutdown
 from videovla_ros.policy_node import EXECUTOR_THREADS, PolicyNode
 
 PACKAGE = "videovla_ros"
@@ -119,30 +120,18 @@ def main(args: Sequence[str] | None = None) -> None:
     options = parse_args(remove_ros_args(argv)[1:])
     # The YAML comes first so that `--ros-args -p name:=value` on the command line still overrides it.
     rclpy.init(args=[argv[0], "--ros-args", "--params-file", str(options.params_file), "--", *argv[1:]])
-    nodes: list[Node] = []
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 4)
     try:
-        try:
-            policy, others = create_nodes(options)
-        except (ValueError, ImportError) as error:  # a bad parameter or a backend this machine lacks
-            raise SystemExit(f"bringup: {error}") from error
-        nodes = [policy, *others]
-        for node in nodes:
-            executor.add_node(node)
-        if options.autostart:
-            autostart(policy)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        # A signal can shut the context down between the executor's check and its wait (an rclpy race).
-        if rclpy.ok():
-            raise
-    finally:
-        executor.shutdown()
-        for node in reversed(nodes):
-            node.destroy_node()
+        policy, others = create_nodes(options)
+    except (ValueError, ImportError) as error:  # a bad parameter or a backend this machine lacks
         rclpy.try_shutdown()
+        raise SystemExit(f"bringup: {error}") from error
+    nodes = [policy, *others]
+    for node in nodes:
+        executor.add_node(node)
+    if options.autostart:
+        autostart(policy)
+    spin_until_shutdown(executor, nodes)
 
 
 if __name__ == "__main__":

@@ -35,12 +35,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64
@@ -51,6 +49,7 @@ from videovla_ros.action_chunk import ns_to_time
 from videovla_ros.backends.base import pose_from_msg, pose_stamped
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
 from videovla_ros.image_conversion import rgb_to_image_msg
+from videovla_ros.node_runner import run_node
 from videovla_ros.trajectory import Pose
 from videovla_sim.controller import TargetRejectedError
 from videovla_sim.env import EnvConfig, TabletopEnv
@@ -347,21 +346,7 @@ class SimArmNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    try:
-        node = SimArmNode()
-    except ValueError as error:
-        rclpy.try_shutdown()
-        raise SystemExit(f"{NODE_NAME}: {error}") from error
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimArmNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":
