@@ -118,20 +118,5 @@ class VideoVLAPolicy:
         )
 
 
-def load_policy(
-    path: str | Path,
-    device: str = "cpu",
-    dtype: str = "float32",
-    num_inference_steps: int | None = None,
-    guidance_scale: float | None = None,
-    seed: int | None = None,
-) -> VideoVLAPolicy:
-    """The ROS nodes' entry point: same arguments as `VideoVLAPolicy.from_pretrained`."""
-    return VideoVLAPolicy.from_pretrained(
-        path,
-        device=device,
-        dtype=dtype,
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        seed=seed,
-    )
+# The ROS nodes' entry point (what `policy_node`'s `checkpoint` parameter goes through).
+load_policy = VideoVLAPolicy.from_pretrained

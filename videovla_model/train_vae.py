@@ -54,8 +54,13 @@ class VAETrainingConfig:
     max_minutes: float = 0.0
     seed: int = 0
     log_every: int = 20
+    clip_frames: int = 9
+    """Frames per training clip: 8k + 1, so the causal VAE makes an odd number of latents (2k + 1) and decodes
+    them back to exactly the clip's length (an even count decodes to 4 frames per latent)."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.clip_frames, int) or self.clip_frames < 1 or (self.clip_frames - 1) % 8:
+            raise ValueError(f"clip_frames must be 8k + 1 (1, 9, 17, ...), got {self.clip_frames!r}")
         for name in ("steps", "batch_size", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -104,7 +109,8 @@ def train_vae(
     model_config = dataclasses.replace(model_config, time_step=1.0 / action_rate)
     stride = frame_stride_for(model_config, action_rate)
     normalizer = VideoVLAModel.default_normalizer(model_config)
-    windows = EpisodeWindowDataset(episodes, model_config, normalizer, stride)
+    clip_config = dataclasses.replace(model_config, train_num_frames=config.clip_frames)
+    windows = EpisodeWindowDataset(episodes, clip_config, normalizer, stride)
     vae = AutoencoderKLCogVideoX(**vae_kwargs(model_config))
     vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
@@ -172,6 +178,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
     parser.add_argument("--kl-weight", type=float, default=defaults.kl_weight, help="weight of the KL term")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long (0 = no limit)")
+    parser.add_argument("--clip-frames", type=int, default=defaults.clip_frames, help="frames per clip (8k + 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, clip choice and noise")
     parser.add_argument("--log-every", type=int, default=defaults.log_every, help="steps between metrics rows")
     return parser.parse_args(argv)
@@ -190,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_minutes=args.max_minutes,
             seed=args.seed,
             log_every=args.log_every,
+            clip_frames=args.clip_frames,
         )
         model_config = (
             VideoVLAConfig.preset(args.preset) if args.preset is not None else VideoVLAConfig.load(args.model_config)
