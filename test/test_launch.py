@@ -80,10 +80,9 @@ def test_launch_file_uses_no_substitution_division():
 
 @pytest.mark.full_ros
 def test_launch_description_lists_the_expected_nodes():
+    from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
     from launch_ros.actions import LifecycleNode, Node
-
-    from launch import LaunchContext
 
     spec = importlib.util.spec_from_file_location("realman_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)

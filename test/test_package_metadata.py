@@ -23,13 +23,14 @@ PYTHON_LIBRARIES = {
     "transforms3d": "python3-transforms3d",
     "safetensors": "python3-safetensors",
     "tqdm": "python3-tqdm",
+    "PIL": "python3-pil",
     "torch": None,
     "diffusers": None,
     "transformers": None,
     "accelerate": None,
     "mujoco": None,
 }
-PIP_NAMES = {"cv2": "opencv-python-headless"}
+PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow"}
 
 # Imported lazily by optional back-ends, only on machines that have them; never a hard dependency.
 OPTIONAL_ROS_PACKAGES = {"moveit", "rm_ros_interfaces", "launch", "launch_ros"}
