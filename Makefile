@@ -23,5 +23,10 @@ format: setup
 test: lint test-fixtures
 	@$(WITH_ENV) bash -c 'source $(TEST_OVERLAY) && python -m pytest $(PYTEST_ARGS)'
 
+# The whole loop on the simulated arm with the shipped default model: sim camera -> policy -> bridge -> sim arm.
+# videovla-demo exits 1 when the robot did not succeed (reported, not an error of the demo), 2 when it could not run.
+demo: setup
+	@$(WITH_ENV) videovla-demo --instruction "pick up the red cube" --output outputs/demo; [ $$? -le 1 ]
+
 clean:
 	rm -rf build install log .pytest_cache .ruff_cache

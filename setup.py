@@ -54,8 +54,12 @@ setup(
             "bringup = videovla_ros.bringup:main",
             # Model tools
             "videovla-train = videovla_model.train:main",
+            "videovla-train-vae = videovla_model.train_vae:main",
             # Simulation tools
             "videovla-collect = videovla_sim.collect:main",
+            # Closed-loop evaluation and the demo (sim + policy + bridge through ROS, one process)
+            "videovla-eval = videovla_ros.evaluate:main",
+            "videovla-demo = videovla_ros.evaluate:demo_main",
         ],
     },
 )

@@ -1,6 +1,7 @@
 """Test harness for the arm bridge: the bridge node plus a peer node that plays policy, arm and operator.
 
-Both nodes spin on one MultiThreadedExecutor in a background thread, in a namespace of their own, and talk
+Both nodes spin on one SingleThreadedExecutor in a background thread (rclpy 9's MultiThreadedExecutor busy-spins
+while a callback runs, which starved these timing tests on 2 cores), in a namespace of their own, and talk
 over real DDS (same process, so discovery is quick).
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import Bool, Float64, Header
@@ -98,7 +99,7 @@ class BridgeHarness:
         self.estop_pub = peer.create_publisher(Bool, "estop", qos.SAFETY)
         self.enable_client = peer.create_client(SetBool, "arm_bridge/enable")
         peer.create_timer(STATE_PERIOD, self._publish_state)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
+        self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.bridge)
         self.executor.add_node(self.peer)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)

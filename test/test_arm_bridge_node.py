@@ -37,7 +37,7 @@ KNOWN_CHUNK = np.array(
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def context():
     with ros_context() as ros:
         yield ros

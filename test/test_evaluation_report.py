@@ -95,8 +95,12 @@ def test_side_by_side_pairs_each_imagined_frame_with_the_nearest_camera_frame():
 
 def test_write_gif_round_trip(tmp_path):
     frames = [np.full((10, 12, 3), v, np.uint8) for v in (0, 128, 255)]
+    frames[1][2:4, 2:4] = (230, 20, 20)  # a small red object on grey must keep its colour
     path = write_gif(tmp_path / "v" / "x.gif", frames, 0.1)
     with PILImage.open(path) as image:
         assert image.n_frames == 3 and image.size == (12, 10)
+        image.seek(1)
+        decoded = np.asarray(image.convert("RGB")).astype(int)
+    assert np.abs(decoded - frames[1]).max() <= 16
     with pytest.raises(ValueError, match="at least one frame"):
         write_gif(tmp_path / "y.gif", [], 0.1)

@@ -1,6 +1,9 @@
 """`videovla-eval` and `videovla-demo`: the policy driving the simulated arm in closed loop, through ROS.
 
-One process hosts the real nodes on one MultiThreadedExecutor, talking over real topics and services:
+The real nodes talk over real topics and services. The simulated arm runs in a child process of its own (it
+is the robot, and its physics thread must keep real time, which it cannot while sharing one Python interpreter
+with the policy's inference); the policy node, the arm bridge and the evaluator share this process and one
+MultiThreadedExecutor:
 
     sim_arm (SimArmNode) --image_raw, ee_pose--> videovla_policy (PolicyNode) --action_chunk--> arm_bridge
           ^                                                                     (ArmBridgeNode, pose_stream)
@@ -25,13 +28,19 @@ Evaluator node `videovla_eval` (relative names, in --namespace):
               ee_pose (PoseStamped, ROBOT_STATE); while recording a video also image_raw (Image, CAMERA) and
               imagination/clip (VideoClip, IMAGINATION)
   Calls       sim_arm/reset (std_srvs/Trigger), arm_bridge/enable (std_srvs/SetBool)
-The other nodes read their parameters from --params-file (default: the package's config/realman.yaml) keyed by
-node name; the evaluator overrides only what the evaluation fixes (checkpoint, backend, mode, scene, seeds).
+The policy node and the bridge read their parameters from --params-file (default: the package's
+config/realman.yaml) keyed by node name; the evaluator overrides only what the evaluation fixes (checkpoint,
+backend, mode, stream rate, chunk age); the simulated arm gets its scene (task, seed, image size) on its
+command line and node defaults otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -71,7 +80,6 @@ from videovla_ros.evaluation_report import (
 )
 from videovla_ros.image_conversion import image_msg_to_rgb
 from videovla_ros.policy_node import EXECUTOR_THREADS, PolicyNode
-from videovla_ros.sim_arm_node import SimArmNode
 from videovla_sim.tasks import TASK_FAMILIES, sample_episode
 
 NODE_NAME = "videovla_eval"
@@ -102,6 +110,7 @@ class EvalConfig:
     real_time_factor: float = 1.0
     chunk_watchdog: float = 0.0
     max_chunk_age: float = 4.0
+    stream_rate_hz: float = 25.0
 
     def __post_init__(self) -> None:
         if not self.checkpoint:
@@ -126,6 +135,8 @@ class EvalConfig:
             raise ValueError(
                 f"max_chunk_age must be in (0, 5) s (below the bridge's history_duration), got {self.max_chunk_age}"
             )
+        if not self.stream_rate_hz > 0:
+            raise ValueError(f"stream_rate_hz must be > 0 Hz, got {self.stream_rate_hz}")
         if self.chunk_watchdog < 0:
             raise ValueError(f"chunk_watchdog must be >= 0 s (0 = the params file's), got {self.chunk_watchdog}")
 
@@ -266,7 +277,7 @@ class SimulatedSystem:
         common = {"namespace": config.namespace, "context": self.context}
         self.executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 4, context=self.context)
         self.nodes: list[Node] = []
-        self.sim: SimArmNode | None = None
+        self.sim: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         try:
             self.policy = PolicyNode(**common, parameter_overrides=self._policy_parameters())
@@ -277,7 +288,10 @@ class SimulatedSystem:
                 self.executor.add_node(node)
             self._thread = threading.Thread(target=self.executor.spin, name="videovla-eval executor", daemon=True)
             self._thread.start()
-            for name, transition in (("configure", self.policy.trigger_configure), ("activate", self.policy.trigger_activate)):
+            for name, transition in (
+                ("configure", self.policy.trigger_configure),
+                ("activate", self.policy.trigger_activate),
+            ):
                 if transition() != TransitionCallbackReturn.SUCCESS:
                     raise RuntimeError(f"the policy node failed to {name} with checkpoint {config.checkpoint!r}")
         except BaseException:
@@ -301,33 +315,48 @@ class SimulatedSystem:
             Parameter("backend", value="pose_stream"),
             Parameter("mode", value=self.config.mode),
             Parameter("max_chunk_age", value=self.config.max_chunk_age),
+            # The sim's controller interpolates between targets at its own 100 Hz. A 100 Hz stream timer in the
+            # same Python process as the physics thread and the policy starves both (measured: the simulated arm
+            # ran at 0.2x real time), so the evaluation streams at a rate the shared interpreter sustains.
+            Parameter("stream_rate_hz", value=self.config.stream_rate_hz),
         ]
         if self.config.chunk_watchdog > 0:
             parameters.append(Parameter("chunk_watchdog", value=self.config.chunk_watchdog))
         return parameters
 
     def start_task(self, task: str, seed: int) -> None:
-        """Replaces the simulated arm with one showing `task` at `seed` (its first episode)."""
+        """Replaces the simulated arm with one showing `task` at `seed` (its first episode).
+
+        The simulated arm runs in a process of its own, like a real robot: its physics thread must keep real time,
+        and in one Python interpreter with the policy's inference and the bridge's stream timer it could not (the
+        GIL is shared; measured 0.2x to 0.5x real time on 2 cores). It inherits the environment (ROS domain).
+        """
         self._remove_sim()
         c = self.config
-        self.sim = SimArmNode(
-            namespace=c.namespace,
-            context=self.context,
-            parameter_overrides=[
-                Parameter("task", value=task),
-                Parameter("seed", value=seed),
-                Parameter("image_height", value=c.image_size),
-                Parameter("image_width", value=c.image_size),
-                Parameter("real_time_factor", value=c.real_time_factor),
-            ],
-        )
-        self.executor.add_node(self.sim)
+        command = [sys.executable, "-m", "videovla_ros.sim_arm_node", "--ros-args"]
+        if c.namespace:
+            command += ["-r", f"__ns:=/{c.namespace.strip('/')}"]
+        for name, value in (
+            ("task", task),
+            ("seed", seed),
+            ("image_height", c.image_size),
+            ("image_width", c.image_size),
+            ("real_time_factor", float(c.real_time_factor)),
+        ):
+            command += ["-p", f"{name}:={value}"]
+        self.sim = subprocess.Popen(command, env=dict(os.environ))
 
     def _remove_sim(self) -> None:
-        if self.sim is not None:
-            self.executor.remove_node(self.sim)
-            self.sim.destroy_node()
-            self.sim = None
+        if self.sim is None:
+            return
+        if self.sim.poll() is None:
+            self.sim.send_signal(signal.SIGINT)
+            try:
+                self.sim.wait(timeout=10.0)
+            except subprocess.TimeoutExpired:
+                self.sim.kill()
+                self.sim.wait()
+        self.sim = None
 
     def kill_policy(self) -> None:
         """Takes the policy node out of the system without a goodbye, as a crash would (for fault tests)."""
@@ -435,7 +464,7 @@ def run_episode(
         seconds=seconds,
         chunks=len(chunks),
         inference_times=tuple(float(msg.inference_time) for _, msg in chunks),
-        chunk_intervals=tuple(float(b - a) for a, b in zip(arrivals, arrivals[1:], strict=False)),
+        chunk_intervals=tuple(float(b - a) for a, b in itertools.pairwise(arrivals)),
         idle_fraction=float(idle_fraction),
         video=video,
     )

@@ -227,7 +227,11 @@ def side_by_side(clips: Sequence[ImaginedClip], camera: FrameTimeline, scale: in
             gap = np.full((14 + imagined.shape[0] * scale, 4, 3), 255, np.uint8)
             panels.append(
                 np.concatenate(
-                    [_labelled(imagined, f"imagined +{k * clip.period:.1f}s", scale), gap, _labelled(actual, "actual", scale)],
+                    [
+                        _labelled(imagined, f"imagined +{k * clip.period:.1f}s", scale),
+                        gap,
+                        _labelled(actual, "actual", scale),
+                    ],
                     axis=1,
                 )
             )
@@ -239,8 +243,13 @@ def write_gif(path: Path, frames: Sequence[np.ndarray], frame_period: float) -> 
     if not frames:
         raise ValueError(f"write_gif needs at least one frame for {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    images = [PILImage.fromarray(np.ascontiguousarray(f)) for f in frames]
-    images[0].save(
-        path, save_all=True, append_images=images[1:], duration=max(20, round(frame_period * 1000)), loop=0
-    )
+    # Pillow's default RGB -> palette conversion spends its 256 colours on the large grey areas and washes out the
+    # small coloured objects the task is about; an octree palette per frame keeps them.
+    images = [
+        PILImage.fromarray(np.ascontiguousarray(f)).quantize(
+            256, method=PILImage.Quantize.FASTOCTREE, dither=PILImage.Dither.NONE
+        )
+        for f in frames
+    ]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=max(20, round(frame_period * 1000)), loop=0)
     return path
