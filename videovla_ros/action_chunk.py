@@ -14,8 +14,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 
 from videovla_msgs.msg import ActionChunk
-
-NANOSECONDS_PER_SECOND = 1_000_000_000
+from videovla_ros.trajectory import NANOSECONDS_PER_SECOND
 
 
 class ChunkRejectedError(ValueError):
