@@ -113,6 +113,31 @@ def test_pose_deltas_and_integration_are_inverse():
     np.testing.assert_allclose(yaw_turn, [[0, 0, 0, 0, 0, 0.2]], atol=1e-12)
 
 
+def test_noise_injection_pushes_the_arm_and_records_the_experts_correction(env):
+    clean = collect.record_episode(env, "pick", 4, action_rate_hz=RATE_HZ, render=False)
+    noisy = collect.record_episode(env, "pick", 4, action_rate_hz=RATE_HZ, render=False, position_noise=0.004)
+    again = collect.record_episode(env, "pick", 4, action_rate_hz=RATE_HZ, render=False, position_noise=0.004)
+    assert clean.success and noisy.success, noisy.failure
+    np.testing.assert_array_equal(noisy.actions, again.actions)  # seeded: the same episode every time
+    assert noisy.extra()["position_noise"] == 0.004
+
+    executed = np.diff(noisy.target_positions, axis=0)
+    pushed = np.linalg.norm(executed - noisy.actions[:, :3], axis=1)
+    # Approach and descent are pushed sideways (only x, y); grasping and lifting are not.
+    assert 0.002 < np.median(pushed[:8]) < 0.012
+    assert np.all(np.abs(executed[:, 2] - noisy.actions[:, 2]) < 1e-9)
+    closing = int(np.argmax(noisy.actions[:, 6] == 0.0))
+    assert np.all(pushed[closing:] < 1e-9)
+    # The recorded rows are the expert's own bounded steps, never the noise.
+    assert np.linalg.norm(noisy.actions[:, :3], axis=1).max() <= ExpertConfig().max_speed / RATE_HZ + 1e-6
+    # The expert steers back after every push: the gripper closes where it closes without noise.
+    clean_closing = int(np.argmax(clean.actions[:, 6] == 0.0))
+    np.testing.assert_allclose(noisy.target_positions[closing], clean.target_positions[clean_closing], atol=0.002)
+
+    with pytest.raises(ValueError, match=r"position_noise must be a finite number >= 0 m, got -0\.001"):
+        collect.record_episode(env, "pick", 4, render=False, position_noise=-0.001)
+
+
 def test_collect_command_line_writes_successful_episodes(tmp_path, capsys):
     output = tmp_path / "dataset"
     code = collect.main(["--output", str(output), "--tasks", "pick", "--episodes", "2", "--image-size", "24", "32"])

@@ -438,7 +438,8 @@ PRESETS: dict[str, VideoVLAConfig] = {
         image_height=64,
         image_width=64,
         train_num_frames=9,
-        sample_num_frames=5,
+        # An odd number of latents decodes to whole frame periods (an even one stretches the first latent).
+        sample_num_frames=9,
         transformer=TransformerConfig(
             num_layers=4,
             num_attention_heads=4,

@@ -10,7 +10,10 @@ and s = `frame_stride`, `dataset[i]` is a `TrainingSample`:
 
     observation   (3, H, W) float32 in [-1, 1]   frame t
     video         (3, F, H, W) float32 in [-1, 1] frames t, t+s, ..., t+(F-1)s; indices past T-1 repeat frame T-1
-                                                  (the scene stays still after the episode ends)
+                                                  (the scene stays still after the episode ends); None once a
+                                                  latent cache is attached
+    latent_mean,  (C, F', h, w) float32           with a latent cache (`use_latent_cache`): the VAE posterior
+    latent_std                                    of that clip, read instead of the frames; otherwise None
     instruction   str                             the episode's instruction
     actions       (R, D) float32 in [-1, 1]       rows t..t+R-1 normalised with `normalizer`; rows past the end
                                                   repeat the last recorded row (the LeRobot convention)
@@ -40,6 +43,7 @@ from torch.utils.data import Dataset, Sampler
 from videovla_model.batch import TrainingBatch
 from videovla_model.configuration import VideoVLAConfig
 from videovla_model.episodes import EpisodeDataset, EpisodeMetadata
+from videovla_model.latent_cache import LatentCache
 from videovla_model.normalization import ActionNormalizer
 from videovla_model.processing import prepare_image, to_model_range
 
@@ -53,11 +57,13 @@ class TrainingSample:
     """One (episode, step) window; shapes in the module docstring."""
 
     observation: torch.Tensor
-    video: torch.Tensor
+    video: torch.Tensor | None
     instruction: str
     actions: torch.Tensor
     action_mask: torch.Tensor
     embodiment_id: int
+    latent_mean: torch.Tensor | None = None
+    latent_std: torch.Tensor | None = None
 
 
 def check_action_dims(folder: Path, names: Sequence[str], expected: Sequence[str]) -> None:
@@ -154,6 +160,7 @@ class EpisodeWindowDataset(Dataset[TrainingSample]):
         self.config = config
         self.normalizer = normalizer
         self.frame_stride = frame_stride
+        self.latent_cache: LatentCache | None = None
         self.windows: list[tuple[int, int]] = []
         for index, (folder, episode) in enumerate(zip(episodes.episode_dirs, episodes, strict=True)):
             check_episode(folder, episode.metadata, config)
@@ -162,30 +169,71 @@ class EpisodeWindowDataset(Dataset[TrainingSample]):
     def __len__(self) -> int:
         return len(self.windows)
 
-    def __getitem__(self, index: int) -> TrainingSample:
+    def use_latent_cache(self, cache: LatentCache) -> None:
+        """From now on samples carry the cached VAE posterior of their clip instead of the clip's frames."""
+        if len(cache) != len(self):
+            raise DatasetError(f"latent cache {cache.folder} holds {len(cache)} windows, the dataset {len(self)}")
+        self.latent_cache = cache
+
+    def episode_lengths(self) -> list[tuple[str, int]]:
+        """(episode folder name, recorded steps) of every episode, in window order."""
+        return [
+            (folder.name, episode.metadata.num_steps)
+            for folder, episode in zip(self.episodes.episode_dirs, self.episodes, strict=True)
+        ]
+
+    def clip(self, index: int) -> torch.Tensor:
+        """(3, F, H, W) float32 in [-1, 1]: the video of window `index` (see the module docstring)."""
         episode_index, step = self.windows[index]
         episode = self.episodes[episode_index]
         last = episode.metadata.num_steps - 1
-        rows, frames = self.config.chunk_rows, self.config.train_num_frames
-
-        frame_indices = np.minimum(step + self.frame_stride * np.arange(frames), last)
+        frame_indices = np.minimum(step + self.frame_stride * np.arange(self.config.train_num_frames), last)
         # One decode per distinct index: near the end of an episode many clip frames are the same frame.
         unique, inverse = np.unique(frame_indices, return_inverse=True)
         prepared = np.stack([prepare_image(np.asarray(episode.frames[i]), self.config.image_size) for i in unique])
         clip = to_model_range(prepared[inverse])  # (F, H, W, 3)
-        video = torch.from_numpy(np.ascontiguousarray(clip.transpose(3, 0, 1, 2)))
+        return torch.from_numpy(np.ascontiguousarray(clip.transpose(3, 0, 1, 2)))
 
-        row_indices = step + np.arange(rows)
+    def __getitem__(self, index: int) -> TrainingSample:
+        episode_index, step = self.windows[index]
+        episode = self.episodes[episode_index]
+        last = episode.metadata.num_steps - 1
+        video: torch.Tensor | None = None
+        latent_mean = latent_std = None
+        if self.latent_cache is None:
+            video = self.clip(index)
+            observation = video[:, 0].clone()
+        else:
+            latent_mean, latent_std = self.latent_cache.posterior(index)
+            frame = to_model_range(prepare_image(np.asarray(episode.frames[step]), self.config.image_size))
+            observation = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))
+
+        row_indices = step + np.arange(self.config.chunk_rows)
         mask = row_indices <= last
         actions = self.normalizer.normalize(episode.actions[np.minimum(row_indices, last)])
         return TrainingSample(
-            observation=video[:, 0].clone(),
+            observation=observation,
             video=video,
             instruction=episode.metadata.instruction,
             actions=torch.from_numpy(actions),
             action_mask=torch.from_numpy(mask),
             embodiment_id=int(episode.metadata.embodiment_id),
+            latent_mean=latent_mean,
+            latent_std=latent_std,
         )
+
+
+class WindowClips(Dataset[torch.Tensor]):
+    """The clips of an `EpisodeWindowDataset` alone, in window order (what a latent cache encodes)."""
+
+    def __init__(self, windows: EpisodeWindowDataset) -> None:
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.windows.clip(index)
 
 
 def collate_samples(samples: Sequence[TrainingSample]) -> TrainingBatch:
@@ -194,12 +242,23 @@ def collate_samples(samples: Sequence[TrainingSample]) -> TrainingBatch:
         raise ValueError("collate_samples needs at least one sample")
     return TrainingBatch(
         observation=torch.stack([s.observation for s in samples]),
-        video=torch.stack([s.video for s in samples]),
+        video=_stack_optional([s.video for s in samples], "video"),
         instructions=[s.instruction for s in samples],
         actions=torch.stack([s.actions for s in samples]),
         action_mask=torch.stack([s.action_mask for s in samples]),
         embodiment_ids=torch.tensor([s.embodiment_id for s in samples], dtype=torch.int64),
+        latent_mean=_stack_optional([s.latent_mean for s in samples], "latent_mean"),
+        latent_std=_stack_optional([s.latent_std for s in samples], "latent_std"),
     )
+
+
+def _stack_optional(tensors: Sequence[torch.Tensor | None], name: str) -> torch.Tensor | None:
+    present = [t for t in tensors if t is not None]
+    if not present:
+        return None
+    if len(present) != len(tensors):
+        raise ValueError(f"collate_samples: {name} is set in {len(present)} of {len(tensors)} samples, not all")
+    return torch.stack(present)
 
 
 class StepBatchSampler(Sampler[list[int]]):

@@ -273,7 +273,15 @@ class VideoVLAModel(nn.Module):
         """(B, 3, F, H, W) in [-1, 1] -> (B, F', C, h, w) scaled latents (F' = (F - 1) / 4 + 1)."""
         vae_dtype = next(self.vae.parameters()).dtype
         posterior = self.vae.encode(video.to(device=self.device, dtype=vae_dtype)).latent_dist
-        latents = posterior.sample(generator=generator)
+        return self.sample_posterior(posterior.mean, posterior.std, generator)
+
+    def sample_posterior(
+        self, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """VAE posterior (mean, std), each (B, C, F', h, w) unscaled -> (B, F', C, h, w) scaled latent sample."""
+        mean = mean.to(device=self.device, dtype=torch.float32)
+        noise = randn_tensor(mean.shape, generator=generator, device=self.device, dtype=torch.float32)
+        latents = mean + std.to(device=self.device, dtype=torch.float32) * noise
         return self._scale_latents(latents).permute(0, 2, 1, 3, 4).to(self.dtype)
 
     def encode_observation(self, observation: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -321,9 +329,20 @@ class VideoVLAModel(nn.Module):
         for name, got, want in checks:
             if got != want:
                 raise ValueError(f"batch.{name} must have shape {want}, got {got}")
-        video = tuple(batch.video.shape)
-        if len(video) != 5 or video[:2] != (size, 3) or video[3:] != (h, w) or (video[2] - 1) % 4 != 0:
-            raise ValueError(f"batch.video must have shape ({size}, 3, 4k+1, {h}, {w}), got {video}")
+        if batch.video is not None:
+            video = tuple(batch.video.shape)
+            if len(video) != 5 or video[:2] != (size, 3) or video[3:] != (h, w) or (video[2] - 1) % 4 != 0:
+                raise ValueError(f"batch.video must have shape ({size}, 3, 4k+1, {h}, {w}), got {video}")
+        elif batch.latent_mean is None or batch.latent_std is None:
+            raise ValueError("a batch needs batch.video or both batch.latent_mean and batch.latent_std")
+        else:
+            latent = (c.vae.latent_channels, c.latent_height, c.latent_width)
+            for name in ("latent_mean", "latent_std"):
+                got = tuple(getattr(batch, name).shape)
+                if len(got) != 5 or got[:2] != (size, latent[0]) or got[3:] != latent[1:]:
+                    raise ValueError(
+                        f"batch.{name} must have shape ({size}, {latent[0]}, F', {latent[1]}, {latent[2]}), got {got}"
+                    )
         ids = batch.embodiment_ids
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= c.num_embodiments):
             raise ValueError(
@@ -352,7 +371,11 @@ class VideoVLAModel(nn.Module):
         prompt_embeds = self.encode_prompts(instructions)
 
         with torch.no_grad():
-            video_latents = self.encode_video(batch.video, generator)
+            if batch.video is not None:
+                video_latents = self.encode_video(batch.video, generator)
+            else:
+                assert batch.latent_mean is not None and batch.latent_std is not None  # _check_batch
+                video_latents = self.sample_posterior(batch.latent_mean, batch.latent_std, generator)
             observation = batch.observation.to(device=device, dtype=torch.float32)
             log_sigma = loss_config.image_noise_log_mean + loss_config.image_noise_log_std * randn_tensor(
                 (size,), generator=generator, device=device

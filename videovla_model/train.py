@@ -61,12 +61,14 @@ from videovla_model.configuration import PRESETS, VideoVLAConfig
 from videovla_model.data import (
     EpisodeWindowDataset,
     StepBatchSampler,
+    WindowClips,
     collate_samples,
     compute_action_statistics,
     dataset_action_rate,
     frame_stride_for,
 )
 from videovla_model.episodes import EpisodeDataset
+from videovla_model.latent_cache import LatentCache, cache_fingerprint, vae_weights_hash
 from videovla_model.modeling import LossOutput, VideoVLAModel
 from videovla_model.training_config import TRAINING_CONFIG_NAME, TrainingConfig
 
@@ -112,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="recorded steps between training video frames (default: the model's video_frame_period x the "
         "dataset's action rate); the saved model's video_frame_period follows it",
+    )
+    data.add_argument(
+        "--latent-cache",
+        default=None,
+        metavar="FOLDER",
+        help="encode every training clip with the frozen VAE once, into FOLDER, and train from those posteriors "
+        "(reused by later runs with the same data and VAE; rebuilt otherwise)",
     )
     data.add_argument("--num-workers", type=int, default=defaults["num_workers"], help="dataloader worker processes")
 
@@ -195,6 +204,7 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
         num_workers=args.num_workers,
         video_loss=not args.no_video_loss,
         frame_stride=args.frame_stride,
+        latent_cache=args.latent_cache,
     )
 
 
@@ -314,6 +324,37 @@ class TrainingRun:
             logger.info("action statistics: 1st/99th percentiles of the %d episodes", len(self.episodes))
         self.dataset = EpisodeWindowDataset(self.episodes, self.model.config, self.model.normalizer, frame_stride)
         self.frame_stride = frame_stride
+        if config.latent_cache is not None:
+            self.dataset.use_latent_cache(self._latent_cache(Path(config.latent_cache)))
+
+    def _latent_cache(self, folder: Path) -> LatentCache:
+        """The cache in `folder`, built first (by the main process) unless it matches this run's data and VAE."""
+        model_config = self.model.config
+        fingerprint = cache_fingerprint(
+            self.dataset.episode_lengths(),
+            model_config.train_num_frames,
+            self.frame_stride,
+            model_config.image_size,
+            vae_weights_hash(self.model.vae),
+        )
+        accelerator = self.accelerator
+        if accelerator.is_main_process and LatentCache.open(folder, fingerprint) is None:
+            self.model.vae.to(accelerator.device)
+            started = time.perf_counter()
+            with tqdm(total=len(self.dataset), desc="latent cache", dynamic_ncols=True) as bar:
+                LatentCache.build(folder, fingerprint, WindowClips(self.dataset), self.model.vae, progress=bar.update)
+            logger.info(
+                "latent cache: encoded %d clips into %s in %.0f s",
+                len(self.dataset),
+                folder,
+                time.perf_counter() - started,
+            )
+        accelerator.wait_for_everyone()
+        cache = LatentCache.open(folder, fingerprint)
+        if cache is None:
+            raise RuntimeError(f"latent cache {folder} is missing or incomplete after it was built")
+        logger.info("latent cache: training from the VAE posteriors in %s", folder)
+        return cache
 
     # Set-up ----------------------------------------------------------------------------------------------------
 

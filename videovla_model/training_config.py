@@ -22,7 +22,9 @@ Schedule = Literal["constant", "linear", "cosine"]
 
 # Fields a resumed run may change: where it lives, logging, saving, speed or its length, not the updates
 # made so far. (A longer run under a decaying schedule does change the learning rates of later steps.)
-RESUMABLE_CHANGES = frozenset({"output", "steps", "save_every", "log_every", "num_workers", "keep_checkpoints"})
+RESUMABLE_CHANGES = frozenset(
+    {"output", "steps", "save_every", "log_every", "num_workers", "keep_checkpoints", "latent_cache"}
+)
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,8 @@ class TrainingConfig:
     Exactly one of `preset`, `model_config`, `init_from` says what model is trained; `init_cogvideox` may add
     pre-trained CogVideoX weights to a `preset` or `model_config`. `batch_size` is per process (the global batch
     is batch_size * processes). `frame_stride` is recorded steps between video frames; None derives it from
-    the model's `video_frame_period` and the dataset's action rate.
+    the model's `video_frame_period` and the dataset's action rate. `latent_cache` is a folder for the frozen
+    VAE's posteriors of every training clip (`videovla_model.latent_cache`); None encodes clips at every step.
     """
 
     dataset: str
@@ -59,6 +62,7 @@ class TrainingConfig:
     num_workers: int = 2
     video_loss: bool = True
     frame_stride: int | None = None
+    latent_cache: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -79,6 +83,8 @@ class TrainingConfig:
             _positive_int("keep_checkpoints", self.keep_checkpoints)
         if self.frame_stride is not None:
             _positive_int("frame_stride", self.frame_stride)
+        if self.latent_cache == "":
+            raise ValueError("latent_cache must be a folder or None, got ''")
         for name in ("warmup_steps", "num_workers", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

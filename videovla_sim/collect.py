@@ -6,6 +6,11 @@ target T_{t-1} to T_t (see `videovla_sim.actions`; T_{-1} is the home target the
 the commanded gripper value, so it is exactly what a policy chunk row means: the target reached one step
 after the frame it was predicted from.
 
+Noise injection (`--position-noise`, DART): while the expert approaches and descends to the object, each
+executed target is pushed sideways by Gaussian noise and the expert plans on from where it was pushed to.
+The recorded action of such a step is the expert's own step (from the previous executed target to its
+noise-free target), so the data shows how to recover from small errors without teaching the noise.
+
 Example::
 
     videovla-collect --output data/sim --tasks pick place --episodes 50 --image-size 96
@@ -14,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +35,11 @@ from videovla_sim.env import EnvConfig, TabletopEnv
 from videovla_sim.expert import ExpertConfig, ScriptedExpert
 from videovla_sim.scene import SceneConfig
 from videovla_sim.tasks import TASK_FAMILIES, EpisodeSetup, InstructionError
+
+# Phases in which the expert corrects a sideways push on its next step; later phases hold or lift in place.
+NOISY_PHASES = ("approach", "descend")
+# Second element of the noise generator's seed, so its stream differs from the task's placement stream.
+NOISE_STREAM = 0x5EED
 
 # Long enough for the slowest scripted place with two regrasps at 10 Hz, short enough to end a stuck episode.
 DEFAULT_MAX_SECONDS = 30.0
@@ -53,6 +64,8 @@ class Recording:
     action_rate_hz: float
     seconds: float
     """Wall time the recording took."""
+    position_noise: float = 0.0
+    """Standard deviation of the injected sideways target noise [m per step] (0: none)."""
 
     @property
     def num_steps(self) -> int:
@@ -69,6 +82,7 @@ class Recording:
                 "quaternion_wxyz": self.target_quaternions[0].tolist(),
             },
             "failure": self.failure,
+            "position_noise": self.position_noise,
         }
 
 
@@ -81,8 +95,15 @@ def record_episode(
     max_seconds: float = DEFAULT_MAX_SECONDS,
     expert_config: ExpertConfig | None = None,
     render: bool = True,
+    position_noise: float = 0.0,
 ) -> Recording:
-    """Resets `env` to (task, seed) and lets the expert play it to the end (or `max_seconds`)."""
+    """Resets `env` to (task, seed) and lets the expert play it to the end (or `max_seconds`).
+
+    position_noise: standard deviation [m] of the sideways noise added to each executed target while the
+    expert approaches and descends (see the module docstring); 0 records the expert's own path.
+    """
+    if not (math.isfinite(position_noise) and position_noise >= 0):
+        raise ValueError(f"position_noise must be a finite number >= 0 m, got {position_noise}")
     started = time.perf_counter()
     setup = env.reset(task, seed)
     time_step = 1.0 / action_rate_hz
@@ -90,7 +111,9 @@ def record_episode(
     expert = ScriptedExpert(
         setup, env.scene, controller.target_position, controller.target_quaternion, time_step, expert_config
     )
+    noise = np.random.default_rng([seed, NOISE_STREAM])
     positions = [controller.target_position.copy()]
+    expert_positions: list[np.ndarray] = []
     quaternions = [controller.target_quaternion.copy()]
     grippers: list[float] = []
     frames: list[np.ndarray] = []
@@ -101,15 +124,21 @@ def record_episode(
         if render:
             frames.append(env.render())
         target = expert.act()
+        executed = target.position
+        if position_noise > 0 and expert.phase in NOISY_PHASES:
+            offset = np.array([*noise.normal(0.0, position_noise, 2), 0.0])
+            expert.displace(offset)
+            executed = target.position + offset
         try:
-            controller.command_pose(target.position, target.quaternion)
+            controller.command_pose(executed, target.quaternion)
             controller.command_gripper(target.gripper)
         except TargetRejectedError as error:
             failure = f"controller refused the expert's target in phase {expert.phase}: {error}"
             if render:
                 frames.pop()
             break
-        positions.append(target.position)
+        positions.append(executed)
+        expert_positions.append(target.position)
         quaternions.append(target.quaternion)
         grippers.append(target.gripper)
         env.advance(time_step)
@@ -122,6 +151,9 @@ def record_episode(
     target_quaternions = np.array(quaternions)
     rotations = np.array([quaternion_to_matrix(q) for q in target_quaternions])
     deltas = pose_deltas(target_positions, rotations) if grippers else np.zeros((0, 6))
+    if grippers:
+        # The expert's own step from where it was, not the noise it was pushed by.
+        deltas[:, :3] = np.array(expert_positions) - target_positions[:-1]
     actions = np.concatenate((deltas, np.array(grippers).reshape(-1, 1)), axis=1).astype(np.float32)
     return Recording(
         setup=setup,
@@ -133,6 +165,7 @@ def record_episode(
         failure=failure,
         action_rate_hz=action_rate_hz,
         seconds=time.perf_counter() - started,
+        position_noise=position_noise,
     )
 
 
@@ -159,6 +192,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--action-rate", type=float, default=10.0, help="actions (and frames) per second")
     parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, help="episode time limit [s]")
+    parser.add_argument(
+        "--position-noise",
+        type=float,
+        default=0.0,
+        metavar="METRES",
+        help="std of sideways noise on executed targets while approaching (DART; default 0: none)",
+    )
     parser.add_argument("--keep-failures", action="store_true", help="also store failed episodes (success=false)")
     parser.add_argument("--embodiment-id", type=int, default=0, help="embodiment id stored with every episode")
     args = parser.parse_args(argv)
@@ -168,6 +208,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     if not args.action_rate > 0:
         parser.error(f"--action-rate must be > 0 Hz, got {args.action_rate}")
+    if not (math.isfinite(args.position_noise) and args.position_noise >= 0):
+        parser.error(f"--position-noise must be >= 0 m, got {args.position_noise}")
     return args
 
 
@@ -189,7 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for seed in range(args.seed, args.seed + args.episodes):
                 try:
                     recording = record_episode(
-                        env, task, seed, action_rate_hz=args.action_rate, max_seconds=args.max_seconds
+                        env,
+                        task,
+                        seed,
+                        action_rate_hz=args.action_rate,
+                        max_seconds=args.max_seconds,
+                        position_noise=args.position_noise,
                     )
                 except InstructionError as error:  # an unknown task: no other seed would work either
                     print(f"videovla-collect: task {task!r}: {error}", file=sys.stderr)

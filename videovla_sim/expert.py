@@ -200,6 +200,14 @@ class ScriptedExpert:
             and self._regrasps < self.config.max_regrasps
         )
 
+    def displace(self, offset: np.ndarray) -> None:
+        """Moves the commanded target by `offset` (3,) [m]; the next `act()` steers on from there.
+
+        Recording uses it to inject noise (DART, Laskey et al. 2017): the executed targets leave the expert's
+        path and the recorded actions show how to get back, states a policy reaches after its own errors.
+        """
+        self._position = self._position + np.asarray(offset, dtype=float)
+
     def act(self) -> ExpertTarget:
         """The next commanded target (after `done`, the last one again)."""
         if not self.done:

@@ -13,7 +13,8 @@ gripper collides; the links are drawn but pass through things, which the workspa
 controller keep from mattering.
 
 The camera looks at the table from the front-top, facing the arm, like a third-person camera set up
-opposite a real arm.
+opposite a real arm. It is framed on the reachable band where objects are placed (the arm's base and upper
+links are partly out of view), so that at the small presets' 64 x 64 px an object still covers about 5 x 5 px.
 """
 
 from __future__ import annotations
@@ -124,9 +125,9 @@ class SceneConfig:
     image_width: int = 96
     timestep: float = 0.002
     """Physics step [s]."""
-    camera_position: tuple[float, float, float] = (0.95, -0.38, 0.72)
-    camera_target: tuple[float, float, float] = (0.27, 0.0, 0.12)
-    camera_fovy: float = 50.0
+    camera_position: tuple[float, float, float] = (0.78, -0.25, 0.62)
+    camera_target: tuple[float, float, float] = (0.31, 0.0, 0.06)
+    camera_fovy: float = 40.0
     """Vertical field of view [deg]."""
     shadow_map_size: int = 0
     """Side of the light's shadow map in pixels; 0 = no shadows (they cost most of the rendering time)."""
