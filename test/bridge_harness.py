@@ -8,11 +8,11 @@ over real DDS (same process, so discovery is quick).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import ros_process
 from geometry_msgs.msg import PoseStamped
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -35,12 +35,8 @@ STATE_PERIOD = 0.02
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    if not ros_process.wait_for(condition, timeout, period=0.01):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def make_chunk(rows: np.ndarray, capture_ns: int, sequence: int = 0, **overrides: Any) -> ActionChunk:

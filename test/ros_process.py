@@ -37,6 +37,17 @@ def python_process(source: str, *args: str) -> Iterator[subprocess.Popen[str]]:
                 process.wait()
 
 
+def wait_for(condition: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
+    """Polls `condition` (made true by executors spinning elsewhere) every `period` s until it holds or `timeout`
+    seconds pass; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(period)
+    return condition()
+
+
 def spin_until(
     node: Node, condition: Callable[[], bool], timeout: float, executor: SingleThreadedExecutor | None = None
 ) -> bool:

@@ -4,12 +4,12 @@ override it, autostart activates the policy node (real tiny checkpoint), chunks 
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rclpy
+import ros_process
 import yaml
 from lifecycle_msgs.srv import GetState
 from rcl_interfaces.srv import GetParameters
@@ -49,13 +50,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def wait_for(condition: Any, timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
+# Every wait in this file allows WAIT seconds unless it says otherwise.
+wait_for = functools.partial(ros_process.wait_for, timeout=WAIT)
 
 
 @contextmanager

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from ros_process import wait_for
 
 from videovla_model.configuration import VideoVLAConfig
 from videovla_model.modeling import VideoVLAModel
@@ -24,15 +24,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tiny_checkpoint")
     VideoVLAModel(VideoVLAConfig.preset("tiny")).save_pretrained(directory)
     return directory
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def test_eval_runs_an_episode_through_ros_and_writes_report_and_video(checkpoint, tmp_path, capsys):

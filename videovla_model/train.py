@@ -338,11 +338,14 @@ class TrainingRun:
             vae_weights_hash(self.model.vae),
         )
         accelerator = self.accelerator
-        if accelerator.is_main_process and LatentCache.open(folder, fingerprint) is None:
+        cache = LatentCache.open(folder, fingerprint) if accelerator.is_main_process else None
+        if accelerator.is_main_process and cache is None:
             self.model.vae.to(accelerator.device)
             started = time.perf_counter()
             with tqdm(total=len(self.dataset), desc="latent cache", dynamic_ncols=True) as bar:
-                LatentCache.build(folder, fingerprint, WindowClips(self.dataset), self.model.vae, progress=bar.update)
+                cache = LatentCache.build(
+                    folder, fingerprint, WindowClips(self.dataset), self.model.vae, progress=bar.update
+                )
             logger.info(
                 "latent cache: encoded %d clips into %s in %.0f s",
                 len(self.dataset),
@@ -350,7 +353,8 @@ class TrainingRun:
                 time.perf_counter() - started,
             )
         accelerator.wait_for_everyone()
-        cache = LatentCache.open(folder, fingerprint)
+        if cache is None:  # the other processes open what the main process built
+            cache = LatentCache.open(folder, fingerprint)
         if cache is None:
             raise RuntimeError(f"latent cache {folder} is missing or incomplete after it was built")
         logger.info("latent cache: training from the VAE posteriors in %s", folder)
