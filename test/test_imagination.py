@@ -100,9 +100,24 @@ def test_playback_pops_in_order_and_a_new_clip_replaces_the_rest():
     [("auto", 0, False), ("auto", 2, True), ("always", 0, True), ("never", 3, False)],
 )
 def test_decode_rule(mode, subscribers, expected):
-    assert should_decode(mode, subscribers) is expected
+    assert should_decode(mode, subscribers, 0, 1) is expected
 
 
-def test_decode_rule_rejects_unknown_modes():
+def test_decode_rule_decodes_every_nth_chunk_from_the_first():
+    assert [should_decode("always", 0, sequence, 3) for sequence in range(7)] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
+    assert not any(should_decode("auto", 0, sequence, 3) for sequence in range(7))
+
+
+def test_decode_rule_rejects_unknown_modes_and_periods():
     with pytest.raises(ValueError, match=r"publish_imagination must be one of \['auto', 'always', 'never'\], got 'x'"):
-        should_decode("x", 0)
+        should_decode("x", 0, 0, 1)
+    with pytest.raises(ValueError, match="imagination_every must be >= 1 chunk, got 0"):
+        should_decode("always", 0, 0, 0)

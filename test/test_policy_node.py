@@ -237,6 +237,20 @@ def test_never_mode_does_not_decode_even_when_watched(checkpoint):
         assert recorder.decode_flags == [False] and not h.strips
 
 
+def test_imagination_every_decodes_only_every_nth_chunk(checkpoint):
+    with running_policy(checkpoint, publish_imagination="always", imagination_every=2) as h:
+        recorder = h.node.policy = RecordingPolicy(h.node.policy)
+        h.subscribe_imagination()
+        h.instruction.publish(String(data="open the drawer"))
+        h.connected(h.camera, "image_raw")
+        for count in (1, 2, 3):
+            h.camera.publish(h.image())
+            assert wait_for(lambda count=count: len(h.chunks) == count)
+        assert recorder.decode_flags == [True, False, True]
+        assert wait_for(lambda: len(h.clips) == 2)
+        assert [clip.chunk_sequence for clip in h.clips] == [0, 2]
+
+
 # ---- lifecycle --------------------------------------------------------------------------------------------
 def test_lifecycle_configure_activate_deactivate_cleanup(checkpoint, capfd):
     with running_policy(checkpoint, activate=False, inference_trigger="sometimes") as h:
@@ -463,6 +477,7 @@ def test_parameters_are_validated_with_the_field_and_allowed_values():
         ),
         "max_image_age": (0.0, "parameter max_image_age must be > 0 seconds, got 0.0"),
         "image_timeout": (-1.0, "parameter image_timeout must be >= 0, got -1.0"),
+        "imagination_every": (0, "parameter imagination_every must be >= 1 chunk, got 0"),
     }
     for name, (value, message) in cases.items():
         with pytest.raises(ValueError) as error:

@@ -7,6 +7,8 @@ Needs the test-only rm_ros_interfaces: `bash scripts/build_test_fixtures.sh` and
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +17,10 @@ import numpy as np
 import pytest
 from bridge_harness import BridgeHarness, make_chunk, wait_for
 from geometry_msgs.msg import Pose
-from ros_process import ros_context
+from rclpy.node import Node
+from ros_process import ros_context, spin_until
 from std_msgs.msg import Bool
+from std_srvs.srv import SetBool
 
 rm_msgs = pytest.importorskip(
     "rm_ros_interfaces.msg",
@@ -104,3 +108,40 @@ def test_realman_streams_cartepos_moves_the_gripper_and_stops(context, fake_driv
         assert len(sent) == count, "poses were streamed after the e-stop"
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("fake_driver", ["empty"], indirect=True)
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_enabled_bridge_process_stops_the_arm_when_it_is_shut_down(context, fake_driver, stop_signal, tmp_path):
+    namespace = f"/{next(_names)}"
+    log = tmp_path / "arm_bridge.log"
+    command = [sys.executable, "-m", "videovla_ros.arm_bridge_node", "--ros-args", "-r", f"__ns:={namespace}"]
+    command += ["-p", "backend:=realman", "-p", f"stop_message_type:={fake_driver}"]
+    peer = Node(f"{namespace.strip('/')}_peer", context=context)
+    stops: list[Bool] = []
+    peer.create_subscription(Bool, "/rm_driver/move_stop_result", stops.append, DRIVER_QOS)
+    enable = peer.create_client(SetBool, f"{namespace}/arm_bridge/enable")
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=dict(os.environ), stdout=out, stderr=out)
+    try:
+
+        def enabled() -> bool:
+            # Refused until the bridge has heard the driver's pose; a request sent before discovery can be lost.
+            future = enable.call_async(SetBool.Request(data=True))
+            if spin_until(peer, future.done, 3.0) and future.result().success:
+                return True
+            spin_until(peer, lambda: False, 0.5)
+            return False
+
+        assert spin_until(peer, enable.service_is_ready, 20.0), log.read_text()
+        assert any(enabled() for _ in range(20)), log.read_text()
+        assert not stops
+        process.send_signal(stop_signal)
+        assert spin_until(peer, lambda: bool(stops), 10.0), f"no move_stop_cmd on shutdown:\n{log.read_text()}"
+        assert process.wait(timeout=10) == 0, log.read_text()
+        assert "shutting down: arm stopped and disabled" in log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        peer.destroy_node()

@@ -248,6 +248,9 @@ class VideoVLAConfig:
     execute_rows: rows a controller executes before re-planning.
     time_step: seconds between consecutive action rows.
     attention_mode: "bidirectional" (the paper) or "causal" (video tokens cannot attend to action tokens).
+    normalize_condition: standardise the observation latent per channel and latent pixel with training-set
+        statistics before it conditions the transformer (`condition_normalization`); for models trained from
+        scratch on one fixed camera, off for pre-trained CogVideoX backbones.
     """
 
     name: str = "custom"
@@ -263,6 +266,7 @@ class VideoVLAConfig:
     gripper_threshold: float = 0.5
     num_embodiments: int = 1
     attention_mode: AttentionMode = "bidirectional"
+    normalize_condition: bool = False
     rotation_convention: str = ROTATION_CONVENTION
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
@@ -327,6 +331,12 @@ class VideoVLAConfig:
             "attention_mode",
             self.attention_mode,
             "'bidirectional' or 'causal'",
+        )
+        _require(
+            isinstance(self.normalize_condition, bool),
+            "normalize_condition",
+            self.normalize_condition,
+            "true or false",
         )
 
     # Derived sizes -------------------------------------------------------------------------------------------
@@ -440,6 +450,7 @@ PRESETS: dict[str, VideoVLAConfig] = {
         train_num_frames=9,
         # An odd number of latents decodes to whole frame periods (an even one stretches the first latent).
         sample_num_frames=9,
+        normalize_condition=True,
         transformer=TransformerConfig(
             num_layers=4,
             num_attention_heads=4,

@@ -194,6 +194,13 @@ class EpisodeWindowDataset(Dataset[TrainingSample]):
         clip = to_model_range(prepared[inverse])  # (F, H, W, 3)
         return torch.from_numpy(np.ascontiguousarray(clip.transpose(3, 0, 1, 2)))
 
+    def observation(self, index: int) -> torch.Tensor:
+        """(3, H, W) float32 in [-1, 1]: the observation of window `index` (its clip's frame 0)."""
+        episode_index, step = self.windows[index]
+        frame = np.asarray(self.episodes[episode_index].frames[step])
+        prepared = to_model_range(prepare_image(frame, self.config.image_size))
+        return torch.from_numpy(np.ascontiguousarray(prepared.transpose(2, 0, 1)))
+
     def __getitem__(self, index: int) -> TrainingSample:
         episode_index, step = self.windows[index]
         episode = self.episodes[episode_index]
@@ -205,8 +212,7 @@ class EpisodeWindowDataset(Dataset[TrainingSample]):
             observation = video[:, 0].clone()
         else:
             latent_mean, latent_std = self.latent_cache.posterior(index)
-            frame = to_model_range(prepare_image(np.asarray(episode.frames[step]), self.config.image_size))
-            observation = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))
+            observation = self.observation(index)
 
         row_indices = step + np.arange(self.config.chunk_rows)
         mask = row_indices <= last

@@ -5,13 +5,16 @@ Checkpoint layout (`save_pretrained` / `from_pretrained`; safetensors and JSON o
     config.json             VideoVLAConfig
     model.safetensors       the transformer (CogVideoX backbone under "backbone." + the action layers)
     normalization.json      ActionNormalizer statistics, with the action dimension names
+    condition_normalization.safetensors
+                            observation-latent statistics (only with config.normalize_condition)
     vae/                    AutoencoderKLCogVideoX (diffusers save_pretrained)
     text_encoder/           T5EncoderModel (transformers save_pretrained)
     tokenizer/              the T5 tokenizer
 
 Image-to-video conventions follow diffusers' CogVideoX I2V pipeline: the observation is VAE-encoded as a
 one-frame video, scaled by the VAE scaling factor, padded with zero latents over time and concatenated to the
-noisy video latents on the channel axis.
+noisy video latents on the channel axis. With `config.normalize_condition` the observation latent is first
+standardised with training-set statistics (`condition_normalization`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, T5EncoderModel
 
 from videovla_model.batch import TrainingBatch
+from videovla_model.condition_normalization import CONDITION_NORMALIZATION_NAME, ConditionNormalizer
 from videovla_model.configuration import GuidanceTarget, SamplerName, VideoVLAConfig
 from videovla_model.diffusion import add_noise_pair, apply_guidance, build_scheduler, rand, sample_loop
 from videovla_model.normalization import NORMALIZATION_NAME, ActionNormalizer
@@ -79,6 +83,7 @@ _ARCHITECTURE_FIELDS = (
     "chunk_rows",
     "action_dim_names",
     "num_embodiments",
+    "normalize_condition",
     "transformer",
     "vae",
     "text",
@@ -166,6 +171,7 @@ class VideoVLAModel(nn.Module):
         vae: AutoencoderKLCogVideoX | None = None,
         transformer: VideoVLATransformer | None = None,
         normalizer: ActionNormalizer | None = None,
+        condition_normalizer: ConditionNormalizer | None = None,
     ) -> None:
         super().__init__()
         self._config = config
@@ -184,6 +190,11 @@ class VideoVLAModel(nn.Module):
         self.noise_scheduler = build_scheduler(config.diffusion)
         self.normalizer = normalizer if normalizer is not None else self.default_normalizer(config)
         self._check_normalizer(self.normalizer)
+        self.condition_normalizer = ConditionNormalizer.identity(
+            config.vae.latent_channels, config.latent_height, config.latent_width
+        )
+        if condition_normalizer is not None:
+            self.set_condition_normalizer(condition_normalizer)
         self.prompt_cache = PromptCache()
 
     @property
@@ -222,6 +233,16 @@ class VideoVLAModel(nn.Module):
         """Replaces the action statistics (e.g. after fitting them to a dataset), checking the dimension order."""
         self._check_normalizer(normalizer)
         self.normalizer = normalizer
+
+    def set_condition_normalizer(self, condition_normalizer: ConditionNormalizer) -> None:
+        """Replaces the observation-latent statistics (used only with `config.normalize_condition`)."""
+        expected = (self.config.vae.latent_channels, self.config.latent_height, self.config.latent_width)
+        if condition_normalizer.shape != expected:
+            raise ValueError(
+                f"condition statistics of shape {condition_normalizer.shape} do not fit this model: expected "
+                f"(latent_channels, latent_height, latent_width) = {expected}"
+            )
+        self.condition_normalizer = condition_normalizer
 
     # Housekeeping -------------------------------------------------------------------------------------------
 
@@ -264,7 +285,8 @@ class VideoVLAModel(nn.Module):
         )
         return embeddings.to(device=self.device, dtype=self.dtype)
 
-    def _scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+    def scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unscaled VAE latents -> the scaled space the transformer works in (any shape)."""
         factor = self.config.vae.scaling_factor
         return latents / factor if self.config.vae.invert_scale_latents else latents * factor
 
@@ -282,11 +304,15 @@ class VideoVLAModel(nn.Module):
         mean = mean.to(device=self.device, dtype=torch.float32)
         noise = randn_tensor(mean.shape, generator=generator, device=self.device, dtype=torch.float32)
         latents = mean + std.to(device=self.device, dtype=torch.float32) * noise
-        return self._scale_latents(latents).permute(0, 2, 1, 3, 4).to(self.dtype)
+        return self.scale_latents(latents).permute(0, 2, 1, 3, 4).to(self.dtype)
 
     def encode_observation(self, observation: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] -> (B, 1, C, h, w) scaled latents of the single conditioning frame."""
-        return self.encode_video(observation.unsqueeze(2), generator)
+        """(B, 3, H, W) in [-1, 1] -> (B, 1, C, h, w) scaled latents of the single conditioning frame, standardised
+        when `config.normalize_condition` is on."""
+        latents = self.encode_video(observation.unsqueeze(2), generator)
+        if self.config.normalize_condition:
+            latents = self.condition_normalizer.apply(latents)
+        return latents
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -556,6 +582,8 @@ class VideoVLAModel(nn.Module):
         self.text_encoder.save_pretrained(str(root / TEXT_ENCODER_DIR))
         self.tokenizer.save_pretrained(str(root / TOKENIZER_DIR))
         self.normalizer.save(root / NORMALIZATION_NAME)
+        if self.config.normalize_condition:
+            self.condition_normalizer.save(root / CONDITION_NORMALIZATION_NAME)
         return root
 
     @classmethod
@@ -579,6 +607,18 @@ class VideoVLAModel(nn.Module):
         vae = AutoencoderKLCogVideoX.from_pretrained(str(root / VAE_DIR), torch_dtype=torch_dtype)
         transformer = load_transformer(config, root / WEIGHTS_NAME)
         normalizer = ActionNormalizer.load(root / NORMALIZATION_NAME)
+        condition_normalizer = None
+        if config.normalize_condition:
+            condition_path = root / CONDITION_NORMALIZATION_NAME
+            if condition_path.is_file():
+                condition_normalizer = ConditionNormalizer.load(condition_path)
+            else:
+                logger.warning(
+                    "%s has normalize_condition on but no %s: the observation latent stays unstandardised until "
+                    "videovla-train fits the statistics",
+                    root,
+                    CONDITION_NORMALIZATION_NAME,
+                )
         model = cls(
             config,
             tokenizer=tokenizer,
@@ -586,6 +626,7 @@ class VideoVLAModel(nn.Module):
             vae=vae,
             transformer=transformer,
             normalizer=normalizer,
+            condition_normalizer=condition_normalizer,
         )
         return model.to(device=device, dtype=torch_dtype).eval()
 

@@ -57,6 +57,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from videovla_model.batch import TrainingBatch
+from videovla_model.condition_normalization import ConditionNormalizer
 from videovla_model.configuration import PRESETS, VideoVLAConfig
 from videovla_model.data import (
     EpisodeWindowDataset,
@@ -82,6 +83,9 @@ METRICS_FIELDS = ("step", "loss", "video_loss", "action_loss", "lr", "samples_pe
 SUPPORTED_DISTRIBUTED = frozenset(
     {DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.MULTI_NPU}
 )
+# Observations the conditioning statistics are fitted to, spread evenly over the dataset's windows.
+CONDITION_FIT_SAMPLES = 4096
+CONDITION_FIT_BATCH = 64
 _SCHEDULE_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
@@ -326,6 +330,30 @@ class TrainingRun:
         self.frame_stride = frame_stride
         if config.latent_cache is not None:
             self.dataset.use_latent_cache(self._latent_cache(Path(config.latent_cache)))
+        if self.model.config.normalize_condition:
+            if not self.model.condition_normalizer.is_identity:
+                source = "the resumed checkpoint" if self.resume_from is not None else f"--init-from {config.init_from}"
+                logger.info("observation-latent statistics: from %s", source)
+            else:
+                observations = self._observation_latents()
+                self.model.set_condition_normalizer(ConditionNormalizer.fit(observations))
+                logger.info("observation-latent statistics: fitted to %d observations", len(observations))
+
+    def _observation_latents(self) -> torch.Tensor:
+        """(N, C, h, w) scaled VAE posterior means of observations spread evenly over the dataset's windows,
+        each encoded on its own exactly as inference encodes it."""
+        count = min(CONDITION_FIT_SAMPLES, len(self.dataset))
+        indices = np.linspace(0, len(self.dataset) - 1, count).round().astype(int).tolist()
+        vae = self.model.vae.to(self.accelerator.device)
+        vae_dtype = next(vae.parameters()).dtype
+        encoded = []
+        with torch.no_grad():
+            for start in range(0, count, CONDITION_FIT_BATCH):
+                batch_indices = indices[start : start + CONDITION_FIT_BATCH]
+                frames = torch.stack([self.dataset.observation(i) for i in batch_indices])
+                video = frames.unsqueeze(2).to(device=self.accelerator.device, dtype=vae_dtype)
+                encoded.append(vae.encode(video).latent_dist.mean[:, :, 0].float().cpu())
+        return self.model.scale_latents(torch.cat(encoded))
 
     def _latent_cache(self, folder: Path) -> LatentCache:
         """The cache in `folder`, built first (by the main process) unless it matches this run's data and VAE."""

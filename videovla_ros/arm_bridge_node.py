@@ -18,6 +18,7 @@ Services:
                                                            robot state is silent, the pose is outside the
                                                            workspace or the e-stop is asserted); false disables
 Parameters: see PARAMETERS below (all read-only; restart the node to change them).
+Shutdown: Ctrl-C or SIGTERM while enabled stops the arm through the backend before the node goes away.
 
 Timing: T_{-1} (the anchor of a chunk's deltas) is the end-effector pose at the chunk's header.stamp, looked
 up in the robot state history; row i is due at header.stamp + offset + (i + 1) * time_step (videovla_ros.
@@ -40,6 +41,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Bool, Header
 from std_srvs.srv import SetBool
@@ -88,6 +90,8 @@ NODE_NAME = "arm_bridge"
 REQUIRED_DIMS = (*DELTA_DIMS, GRIPPER_DIM)
 MODES = ("sync", "async")
 DIAGNOSTICS_PERIOD = 1.0
+# How long shutting down waits, per publisher, for subscribers to acknowledge the last commands (the stop) [s].
+STOP_DELIVERY_TIMEOUT = 0.5
 # A streaming tick that comes late may move the arm for the time that passed, but never for longer than this
 # many periods: after a stall the command must not jump.
 MAX_TICK_PERIODS = 3.0
@@ -561,6 +565,20 @@ class ArmBridgeNode(Node):
             self.get_logger().info("dry run: stop")
         else:
             self.backend.stop()
+
+    def before_shutdown(self) -> None:
+        """The process is ending (Ctrl-C, SIGTERM): an enabled arm is stopped where it is, and the stop is
+        delivered before the publishers go. A streaming controller would hold without it; a MoveIt execution or
+        a Realman trajectory in progress would run on."""
+        with self._lock:
+            if not self._machine.enabled:
+                return
+            self._machine.disable("the arm bridge shut down")
+            self._halt()
+            self._update_status()
+        self.get_logger().warning("shutting down: arm stopped and disabled")
+        for publisher in self.publishers:
+            publisher.wait_for_all_acked(Duration(seconds=STOP_DELIVERY_TIMEOUT))
 
     def _update_status(self) -> None:
         state = self._machine.state

@@ -24,7 +24,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 
-from videovla_ros.node_runner import spin_until_shutdown
+from videovla_ros.node_runner import init_ros, spin_until_shutdown
 from videovla_ros.policy_node import EXECUTOR_THREADS, PolicyNode
 
 PACKAGE = "videovla_ros"
@@ -119,7 +119,7 @@ def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv if args is None else args)
     options = parse_args(remove_ros_args(argv)[1:])
     # The YAML comes first so that `--ros-args -p name:=value` on the command line still overrides it.
-    rclpy.init(args=[argv[0], "--ros-args", "--params-file", str(options.params_file), "--", *argv[1:]])
+    init_ros([argv[0], "--ros-args", "--params-file", str(options.params_file), "--", *argv[1:]])
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 4)
     try:
         policy, others = create_nodes(options)

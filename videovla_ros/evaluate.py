@@ -111,6 +111,8 @@ class EvalConfig:
     chunk_watchdog: float = 0.0
     max_chunk_age: float = 4.0
     stream_rate_hz: float = 25.0
+    # A 9-frame imagination spans 0.8 s, about three sync-mode chunks of 3 rows: every third one covers the video.
+    imagination_every: int = 3
 
     def __post_init__(self) -> None:
         if not self.checkpoint:
@@ -139,6 +141,8 @@ class EvalConfig:
             raise ValueError(f"stream_rate_hz must be > 0 Hz, got {self.stream_rate_hz}")
         if self.chunk_watchdog < 0:
             raise ValueError(f"chunk_watchdog must be >= 0 s (0 = the params file's), got {self.chunk_watchdog}")
+        if self.imagination_every < 1:
+            raise ValueError(f"imagination_every must be >= 1 chunk, got {self.imagination_every}")
 
 
 class EvalProbe(Node):
@@ -306,6 +310,7 @@ class SimulatedSystem:
             Parameter("num_inference_steps", value=c.num_inference_steps),
             Parameter("guidance_scale", value=c.guidance_scale),
             Parameter("publish_imagination", value="auto"),
+            Parameter("imagination_every", value=c.imagination_every),
         ]
 
     def _bridge_parameters(self) -> list[Parameter]:
@@ -358,11 +363,11 @@ class SimulatedSystem:
                 self.sim.wait()
         self.sim = None
 
-    def kill_policy(self) -> None:
-        """Takes the policy node out of the system without a goodbye, as a crash would (for fault tests)."""
+    def silence_policy(self) -> None:
+        """Stops the policy node dead, without a goodbye, as a crash or a hang would (for fault tests): it leaves
+        the executor and never runs a callback again. Its handles are freed by `close`, after the executor has
+        stopped: destroying a node while another thread's executor builds its wait set kills that thread."""
         self.executor.remove_node(self.policy)
-        self.policy.destroy_node()
-        self.nodes.remove(self.policy)
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -585,6 +590,12 @@ def _common_arguments(parser: argparse.ArgumentParser, output: str) -> None:
     parser.add_argument("--num-inference-steps", type=int, default=0, help="denoising steps (0 = checkpoint's)")
     parser.add_argument("--guidance-scale", type=float, default=-1.0, help="guidance (< 0 = checkpoint's)")
     parser.add_argument("--real-time-factor", type=float, default=1.0, help="simulated seconds per wall second")
+    parser.add_argument(
+        "--imagination-every",
+        type=int,
+        default=defaults.imagination_every,
+        help="in recorded episodes, decode the imagination of every N-th chunk (decoding costs seconds on a CPU)",
+    )
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> EvalConfig:
@@ -600,6 +611,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> EvalConfig:
         num_inference_steps=args.num_inference_steps,
         guidance_scale=args.guidance_scale,
         real_time_factor=args.real_time_factor,
+        imagination_every=args.imagination_every,
         **extra,
     )
 

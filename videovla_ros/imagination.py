@@ -118,8 +118,12 @@ class FramePlayback:
             return len(self._queue)
 
 
-def should_decode(mode: str, subscribers: int) -> bool:
-    """Whether to pay for decoding the imagined video: "always", "never", or "auto" = someone is watching."""
+def should_decode(mode: str, subscribers: int, sequence: int, every: int) -> bool:
+    """Whether to pay for decoding the imagined video of chunk `sequence` (0, 1, ... since activation): "always",
+    "never", or "auto" = someone is watching; and then only for every `every`-th chunk, starting with the first."""
     if mode not in IMAGINATION_MODES:
         raise ValueError(f"publish_imagination must be one of {list(IMAGINATION_MODES)}, got {mode!r}")
-    return mode == "always" or (mode == "auto" and subscribers > 0)
+    if every < 1:
+        raise ValueError(f"imagination_every must be >= 1 chunk, got {every}")
+    wanted = mode == "always" or (mode == "auto" and subscribers > 0)
+    return wanted and sequence % every == 0

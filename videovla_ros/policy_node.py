@@ -122,6 +122,9 @@ class PolicyNodeParameters:
     publish_imagination: str = field(
         default="auto", metadata=_describe('"auto" (decode when imagination/* has subscribers), "always", "never"')
     )
+    imagination_every: int = field(
+        default=1, metadata=_describe("decode the imagination of every N-th chunk only (it costs seconds on a CPU)")
+    )
     imagination_max_width: int = field(
         default=0, metadata=_describe("px; the strip is subsampled to fit this width; 0 = full size")
     )
@@ -147,6 +150,8 @@ class PolicyNodeParameters:
         for name in ("image_timeout", "imagination_max_width", "num_inference_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"parameter {name} must be >= 0, got {getattr(self, name)}")
+        if self.imagination_every < 1:
+            raise ValueError(f"parameter imagination_every must be >= 1 chunk, got {self.imagination_every}")
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> PolicyNodeParameters:
@@ -457,7 +462,11 @@ class PolicyNode(LifecycleNode):
             self._reject_frame(params, error)
             return
         metadata = policy.metadata
-        decode = should_decode(params.publish_imagination, outputs.imagination_subscribers)
+        with self._state_lock:
+            next_sequence = self._sequence
+        decode = should_decode(
+            params.publish_imagination, outputs.imagination_subscribers, next_sequence, params.imagination_every
+        )
         observation = Observation(image=image, instruction=job.instruction, embodiment_id=params.embodiment_id)
         start = time.monotonic_ns()
         try:
