@@ -138,6 +138,13 @@ def test_noise_injection_pushes_the_arm_and_records_the_experts_correction(env):
         collect.record_episode(env, "pick", 4, render=False, position_noise=-0.001)
 
 
+def test_collect_command_line_refuses_bad_position_noise(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        collect.main(["--output", str(tmp_path / "dataset"), "--position-noise", "nan"])
+    assert "position_noise must be a finite number >= 0 m, got nan" in capsys.readouterr().err
+    assert not (tmp_path / "dataset").exists()
+
+
 def test_collect_command_line_writes_successful_episodes(tmp_path, capsys):
     output = tmp_path / "dataset"
     code = collect.main(["--output", str(output), "--tasks", "pick", "--episodes", "2", "--image-size", "24", "32"])

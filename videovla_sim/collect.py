@@ -41,6 +41,13 @@ NOISY_PHASES = ("approach", "descend")
 # Second element of the noise generator's seed, so its stream differs from the task's placement stream.
 NOISE_STREAM = 0x5EED
 
+
+def check_position_noise(position_noise: float) -> None:
+    """Raises ValueError unless `position_noise` is a usable noise standard deviation [m]."""
+    if not (math.isfinite(position_noise) and position_noise >= 0):
+        raise ValueError(f"position_noise must be a finite number >= 0 m, got {position_noise}")
+
+
 # Long enough for the slowest scripted place with two regrasps at 10 Hz, short enough to end a stuck episode.
 DEFAULT_MAX_SECONDS = 30.0
 
@@ -102,8 +109,7 @@ def record_episode(
     position_noise: standard deviation [m] of the sideways noise added to each executed target while the
     expert approaches and descends (see the module docstring); 0 records the expert's own path.
     """
-    if not (math.isfinite(position_noise) and position_noise >= 0):
-        raise ValueError(f"position_noise must be a finite number >= 0 m, got {position_noise}")
+    check_position_noise(position_noise)
     started = time.perf_counter()
     setup = env.reset(task, seed)
     time_step = 1.0 / action_rate_hz
@@ -208,8 +214,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     if not args.action_rate > 0:
         parser.error(f"--action-rate must be > 0 Hz, got {args.action_rate}")
-    if not (math.isfinite(args.position_noise) and args.position_noise >= 0):
-        parser.error(f"--position-noise must be >= 0 m, got {args.position_noise}")
+    try:
+        check_position_noise(args.position_noise)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
