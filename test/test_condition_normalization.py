@@ -1,4 +1,6 @@
-"""Observation-latent standardisation: the statistics, how the model applies and saves them, how training fits them."""
+"""Observation-latent standardisation: the statistics, how the model applies and saves them, how training fits them
+(training fits the instruction-embedding statistics in the same pass; the rest of their tests are in
+test_text_conditioning.py)."""
 
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def test_fit_standardises_what_varies_and_floors_what_does_not():
     varying = torch.ones(4, 8, 8, dtype=torch.bool)
     varying[0, 0, 0] = False
     assert standardised.mean(dim=0)[varying].abs().max() < 1e-4
-    assert torch.allclose(standardised.std(dim=0)[varying], torch.ones(()), atol=1e-4)
+    assert torch.allclose(standardised.std(dim=0, correction=0)[varying], torch.ones(()), atol=1e-4)
     assert statistics.std[0, 0, 0] == pytest.approx(0.1)
     assert statistics.mean[0, 0, 0] == pytest.approx(7.0)
     assert torch.all(standardised[:, 0, 0, 0] == 0)
@@ -58,16 +60,16 @@ def test_identity_leaves_latents_unchanged_and_bad_statistics_are_refused():
     latents = torch.randn(2, 1, *LATENT_SHAPE)
     assert identity.is_identity
     assert torch.equal(identity.apply(latents), latents)
-    with pytest.raises(ValueError, match=r"expected \(B, F, C, h, w\) with \(C, h, w\) = \(4, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"values of shape \(2, 1, 8, 8, 8\) .* expected \(\.\.\., 4, 8, 8\)"):
         identity.apply(torch.zeros(2, 1, 8, 8, 8))
-    with pytest.raises(ValueError, match="two \\(C, h, w\\) tensors of one shape"):
+    with pytest.raises(ValueError, match="two tensors of one shape, got mean \\(4, 8, 8\\) and std \\(4, 8, 4\\)"):
         ConditionNormalizer(torch.zeros(4, 8, 8), torch.ones(4, 8, 4))
     with pytest.raises(ValueError, match="std > 0 everywhere"):
         ConditionNormalizer(torch.zeros(4, 8, 8), torch.zeros(4, 8, 8))
     with pytest.raises(ValueError, match="must be finite"):
         ConditionNormalizer(torch.full((4, 8, 8), float("nan")), torch.ones(4, 8, 8))
-    with pytest.raises(ValueError, match=r"fitting needs \(N >= 2, C, h, w\) latents, got shape \(1, 4, 8, 8\)"):
-        ConditionNormalizer.fit(torch.zeros(1, 4, 8, 8))
+    with pytest.raises(ValueError, match=r"fitting needs \(N >= 1, \.\.\.\) samples, got shape \(4,\)"):
+        ConditionNormalizer.fit(torch.zeros(4))
     with pytest.raises(ValueError, match=r"std_floor must be > 0, got 0\.0"):
         ConditionNormalizer.fit(torch.zeros(3, 4, 8, 8), std_floor=0.0)
 
@@ -136,8 +138,10 @@ def dataset_dir(tmp_path_factory) -> Path:
     return root
 
 
-def test_training_fits_the_statistics_of_the_observations_once_and_keeps_them_afterwards(dataset_dir, tmp_path, caplog):
-    config_file = TINY_NORMALIZED.save(tmp_path / "config")
+def test_training_fits_the_statistics_of_the_observations_and_instructions_once_and_keeps_them(
+    dataset_dir, tmp_path, caplog
+):
+    config_file = dataclasses.replace(TINY_NORMALIZED, normalize_text=True).save(tmp_path / "config")
     common = ["--dataset", str(dataset_dir), "--batch-size", "2", "--num-workers", "0", "--steps", "2"]
     caplog.set_level(logging.INFO, logger="videovla.train")
     assert main([*common, "--config", str(config_file), "--output", str(tmp_path / "first")]) == 0
@@ -156,6 +160,13 @@ def test_training_fits_the_statistics_of_the_observations_once_and_keeps_them_af
     assert torch.allclose(final.condition_normalizer.std, expected.std, atol=1e-5)
     assert not final.condition_normalizer.is_identity
 
+    assert "instruction-embedding statistics: fitted to the instructions of 3 episodes (3 distinct)" in caplog.text
+    instructions = [episode.metadata.instruction for episode in EpisodeDataset(dataset_dir)]
+    expected_text = ConditionNormalizer.fit(final.raw_prompt_embeddings(instructions))
+    torch.testing.assert_close(final.text_normalizer.mean, expected_text.mean)
+    torch.testing.assert_close(final.text_normalizer.std, expected_text.std)
+    assert not final.text_normalizer.is_identity
+
     caplog.clear()
     second = tmp_path / "second"
     assert main([*common, "--init-from", str(tmp_path / "first" / "final"), "--output", str(second)]) == 0
@@ -163,3 +174,7 @@ def test_training_fits_the_statistics_of_the_observations_once_and_keeps_them_af
     kept = VideoVLAModel.from_pretrained(second / "final").condition_normalizer
     assert torch.equal(kept.mean, final.condition_normalizer.mean)
     assert np.array_equal(kept.std.numpy(), final.condition_normalizer.std.numpy())
+    assert f"instruction-embedding statistics: from --init-from {tmp_path / 'first' / 'final'}" in caplog.text
+    kept_text = VideoVLAModel.from_pretrained(second / "final").text_normalizer
+    assert torch.equal(kept_text.mean, final.text_normalizer.mean)
+    assert torch.equal(kept_text.std, final.text_normalizer.std)

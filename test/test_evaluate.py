@@ -42,6 +42,8 @@ def test_eval_runs_an_episode_through_ros_and_writes_report_and_video(checkpoint
     report = json.loads((output / "report.json").read_text())
     summary, (episode,) = report["summary"], report["episodes"]
     assert summary["episodes"] == 1 and episode["seed"] == 0
+    assert episode["named_object"] and episode["instruction"].endswith(episode["named_object"].replace("_", " "))
+    assert isinstance(episode["grasped_objects"], list)
     assert episode["chunks"] >= 1 and len(episode["inference_times"]) == episode["chunks"]
     assert 0.0 <= episode["idle_fraction"] <= 1.0
     assert summary["mean_inference_time"] > 0
@@ -66,7 +68,10 @@ def test_a_dead_policy_node_leaves_the_simulated_arm_held_still(checkpoint):
         enable_bridge(probe)
         assert wait_for(lambda: bridge.diagnostics.counter("chunks_accepted") >= 2, 30.0)
         system.silence_policy()
-        assert wait_for(lambda: bridge.diagnostics.counter("watchdog_chunk_trips") >= 1, 10.0)
+        # The chunk watchdog stops the arm; on a loaded machine the sim's state can lag past the state watchdog's
+        # limit first, which stops it just the same (and then the chunk watchdog has nothing left to stop).
+        counter = bridge.diagnostics.counter
+        assert wait_for(lambda: counter("watchdog_chunk_trips") + counter("watchdog_state_trips") >= 1, 10.0)
         time.sleep(1.0)  # the arm settles on the held target (the sim runs in its own process)
         before = probe.position()
         time.sleep(1.5)

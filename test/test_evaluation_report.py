@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from videovla_ros.evaluation_report import (
     ImaginedClip,
     format_summary,
     instruction_problem,
+    named_object,
     side_by_side,
     summarize,
     wilson_interval,
@@ -65,6 +67,41 @@ def test_summary_per_task_and_overall(tmp_path):
     report = json.loads(write_report(tmp_path, summary, results).read_text())
     assert report["summary"]["successes"] == 2 and len(report["episodes"]) == 3
     assert (tmp_path / "report.txt").read_text().startswith("checkpoint ckpt")
+
+
+def test_failures_are_told_apart_by_what_the_gripper_held():
+    def pick(success: bool, grasped: tuple[str, ...]) -> EpisodeResult:
+        return replace(
+            _result("pick", success),
+            instruction="pick up the red cube",
+            named_object=named_object("pick up the red cube"),
+            grasped_objects=grasped,
+        )
+
+    results = [
+        pick(True, ("red_cube",)),
+        pick(False, ("blue_cube", "red_cube")),
+        pick(False, ("blue_cube",)),
+        pick(False, ("green_cylinder",)),
+        pick(False, ()),
+    ]
+    assert results[0].named_object == "red_cube" and results[0].failure_kind is None
+    assert [r.failure_kind for r in results[1:]] == [
+        "held the named object",
+        "held only other objects",
+        "held only other objects",
+        "held nothing",
+    ]
+    (task,) = summarize(results, "ckpt", "sync").tasks
+    assert task.failures == {"held the named object": 1, "held only other objects": 2, "held nothing": 1}
+    assert "failures: 1 held the named object, 2 held only other objects, 1 held nothing" in format_summary(
+        summarize(results, "ckpt", "sync")
+    )
+    # An instruction the sim cannot parse names no object, so whatever was held counts as another object.
+    assert named_object("pick up the golden chalice") == ""
+    assert replace(pick(False, ("red_cube",)), named_object="").failure_kind == "held only other objects"
+    # A run without failures prints no failure line.
+    assert "failures" not in format_summary(summarize(results[:1], "ckpt", "sync"))
 
 
 def test_empty_summary_has_no_rate():

@@ -255,7 +255,7 @@ def _save_stock_cogvideox(root: Path, config: VideoVLAConfig, **overrides: objec
     return stock
 
 
-def test_from_cogvideox_loads_backbone_and_initialises_action_layers(tmp_path):
+def test_from_cogvideox_loads_backbone_and_initialises_added_layers(tmp_path):
     # The stock I2V model carries a learned positional table; VideoVLA drops it (rotary positions only).
     stock = _save_stock_cogvideox(tmp_path, TINY, use_learned_positional_embeddings=True)
     model = VideoVLAModel.from_cogvideox(tmp_path, TINY)
@@ -264,7 +264,7 @@ def test_from_cogvideox_loads_backbone_and_initialises_action_layers(tmp_path):
     for name, tensor in stock.state_dict().items():
         if name != "patch_embed.pos_embedding":
             assert torch.equal(backbone[name], tensor), name
-    for module in model.transformer.action_layers():
+    for module in model.transformer.added_layers():
         for name, parameter in module.named_parameters():
             assert parameter.device.type == "cpu" and torch.isfinite(parameter).all(), name
     assert model.transformer.action_in.weight.abs().sum() > 0

@@ -38,6 +38,15 @@ def test_expert_picks_up_the_named_object_for_most_seeds(env):
     assert success_rate(env, "pick", range(20)) >= 0.9
 
 
+def test_grasped_objects_names_only_what_the_fingers_hold_off_the_table(env):
+    env.reset("pick", 0)
+    env.advance(0.2)
+    assert env.grasped_objects() == ()
+    result = collect.record_episode(env, "pick", 0, render=False)
+    assert result.success
+    assert env.grasped_objects() == (result.setup.spec(result.setup.task.target).name,)
+
+
 @pytest.mark.parametrize("family", ["place", "stack"])
 def test_expert_solves_place_and_stack(env, family):
     assert success_rate(env, family, range(100, 105)) >= 0.8

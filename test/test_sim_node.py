@@ -10,7 +10,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from ros_process import python_process, ros_context, spin_until
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64
+from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
 from videovla_ros import qos
@@ -90,11 +90,13 @@ class Probe:
         self.poses: list[PoseStamped] = []
         self.joints: list[JointState] = []
         self.successes: list[Bool] = []
+        self.grasped: list[String] = []
         self.diagnostics: dict[str, str] = {}
         node.create_subscription(Image, f"{NAMESPACE}/image_raw", self.images.append, qos.CAMERA)
         node.create_subscription(PoseStamped, f"{NAMESPACE}/ee_pose", self.poses.append, qos.ROBOT_STATE)
         node.create_subscription(JointState, f"{NAMESPACE}/joint_states", self.joints.append, qos.ROBOT_STATE)
         node.create_subscription(Bool, f"{NAMESPACE}/sim_arm/task_success", self.successes.append, qos.ROBOT_STATE)
+        node.create_subscription(String, f"{NAMESPACE}/sim_arm/grasped_objects", self.grasped.append, qos.ROBOT_STATE)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.target = node.create_publisher(PoseStamped, f"{NAMESPACE}/target_pose", qos.COMMAND)
         self.gripper = node.create_publisher(Float64, f"{NAMESPACE}/gripper_command", qos.COMMAND)
@@ -168,6 +170,7 @@ def test_sim_node_over_dds(tmp_path):
             probe.gripper.publish(Float64(data=0.0))
             assert spin_until(probe.node, lambda: max(probe.joints[-1].position[6:8]) < 0.004, 10)
             assert probe.successes and probe.successes[-1].data is False
+            assert probe.grasped and probe.grasped[-1].data == ""  # fingers closed on nothing
 
             # Reset: next seed, arm back home.
             assert probe.reset.wait_for_service(timeout_sec=10)

@@ -141,6 +141,7 @@ def test_pick_needs_the_object_lifted_between_the_fingers(env):
     env.advance(0.05)
     assert env.scene.object_pose(name)[0][2] > 0.1
     assert not env.success()
+    assert env.grasped_objects() == ()
 
 
 def test_stack_success_reads_the_simulator_state(env):

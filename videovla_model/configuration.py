@@ -251,6 +251,12 @@ class VideoVLAConfig:
     normalize_condition: standardise the observation latent per channel and latent pixel with training-set
         statistics before it conditions the transformer (`condition_normalization`); for models trained from
         scratch on one fixed camera, off for pre-trained CogVideoX backbones.
+    normalize_text: standardise the instruction's T5 embedding per token position and channel with the statistics
+        of the training instructions (`condition_normalization`); for a T5 that was not trained on language (the
+        `small` preset's), off for pre-trained ones.
+    text_modulation: the mean-pooled instruction embedding also modulates every token, through a small learned MLP
+        whose output is added to the timestep embedding (as SD3 adds its pooled text vector), so the instruction
+        can re-weight image features in every block instead of only being attended to; its output starts at zero.
     """
 
     name: str = "custom"
@@ -267,6 +273,8 @@ class VideoVLAConfig:
     num_embodiments: int = 1
     attention_mode: AttentionMode = "bidirectional"
     normalize_condition: bool = False
+    normalize_text: bool = False
+    text_modulation: bool = False
     rotation_convention: str = ROTATION_CONVENTION
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
@@ -332,12 +340,8 @@ class VideoVLAConfig:
             self.attention_mode,
             "'bidirectional' or 'causal'",
         )
-        _require(
-            isinstance(self.normalize_condition, bool),
-            "normalize_condition",
-            self.normalize_condition,
-            "true or false",
-        )
+        for name in ("normalize_condition", "normalize_text", "text_modulation"):
+            _require(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
 
     # Derived sizes -------------------------------------------------------------------------------------------
 
@@ -451,6 +455,8 @@ PRESETS: dict[str, VideoVLAConfig] = {
         # An odd number of latents decodes to whole frame periods (an even one stretches the first latent).
         sample_num_frames=9,
         normalize_condition=True,
+        normalize_text=True,
+        text_modulation=True,
         transformer=TransformerConfig(
             num_layers=4,
             num_attention_heads=4,

@@ -7,6 +7,8 @@ Checkpoint layout (`save_pretrained` / `from_pretrained`; safetensors and JSON o
     normalization.json      ActionNormalizer statistics, with the action dimension names
     condition_normalization.safetensors
                             observation-latent statistics (only with config.normalize_condition)
+    text_normalization.safetensors
+                            instruction-embedding statistics (only with config.normalize_text)
     vae/                    AutoencoderKLCogVideoX (diffusers save_pretrained)
     text_encoder/           T5EncoderModel (transformers save_pretrained)
     tokenizer/              the T5 tokenizer
@@ -14,7 +16,8 @@ Checkpoint layout (`save_pretrained` / `from_pretrained`; safetensors and JSON o
 Image-to-video conventions follow diffusers' CogVideoX I2V pipeline: the observation is VAE-encoded as a
 one-frame video, scaled by the VAE scaling factor, padded with zero latents over time and concatenated to the
 noisy video latents on the channel axis. With `config.normalize_condition` the observation latent is first
-standardised with training-set statistics (`condition_normalization`).
+standardised with training-set statistics (`condition_normalization`); with `config.normalize_text` so is the
+instruction's T5 embedding.
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, T5EncoderModel
 
 from videovla_model.batch import TrainingBatch
-from videovla_model.condition_normalization import CONDITION_NORMALIZATION_NAME, ConditionNormalizer
+from videovla_model.condition_normalization import (
+    CONDITION_NORMALIZATION_NAME,
+    TEXT_NORMALIZATION_NAME,
+    ConditionNormalizer,
+)
 from videovla_model.configuration import GuidanceTarget, SamplerName, VideoVLAConfig
 from videovla_model.diffusion import add_noise_pair, apply_guidance, build_scheduler, rand, sample_loop
 from videovla_model.normalization import NORMALIZATION_NAME, ActionNormalizer
@@ -84,6 +91,8 @@ _ARCHITECTURE_FIELDS = (
     "action_dim_names",
     "num_embodiments",
     "normalize_condition",
+    "normalize_text",
+    "text_modulation",
     "transformer",
     "vae",
     "text",
@@ -172,6 +181,7 @@ class VideoVLAModel(nn.Module):
         transformer: VideoVLATransformer | None = None,
         normalizer: ActionNormalizer | None = None,
         condition_normalizer: ConditionNormalizer | None = None,
+        text_normalizer: ConditionNormalizer | None = None,
     ) -> None:
         super().__init__()
         self._config = config
@@ -195,6 +205,9 @@ class VideoVLAModel(nn.Module):
         )
         if condition_normalizer is not None:
             self.set_condition_normalizer(condition_normalizer)
+        self.text_normalizer = ConditionNormalizer.identity(config.text.max_length, config.text.d_model)
+        if text_normalizer is not None:
+            self.set_text_normalizer(text_normalizer)
         self.prompt_cache = PromptCache()
 
     @property
@@ -244,6 +257,16 @@ class VideoVLAModel(nn.Module):
             )
         self.condition_normalizer = condition_normalizer
 
+    def set_text_normalizer(self, text_normalizer: ConditionNormalizer) -> None:
+        """Replaces the instruction-embedding statistics (used only with `config.normalize_text`)."""
+        expected = (self.config.text.max_length, self.config.text.d_model)
+        if text_normalizer.shape != expected:
+            raise ValueError(
+                f"text statistics of shape {text_normalizer.shape} do not fit this model: expected "
+                f"(text.max_length, text.d_model) = {expected}"
+            )
+        self.text_normalizer = text_normalizer
+
     # Housekeeping -------------------------------------------------------------------------------------------
 
     @property
@@ -273,17 +296,24 @@ class VideoVLAModel(nn.Module):
 
     # Encoders -----------------------------------------------------------------------------------------------
 
-    def encode_prompts(self, instructions: Sequence[str]) -> torch.Tensor:
-        """B instructions -> (B, max_length, text_width) T5 embeddings in the transformer's dtype (cached)."""
+    def raw_prompt_embeddings(self, instructions: Sequence[str]) -> torch.Tensor:
+        """B instructions -> (B, max_length, text_width) T5 embeddings as T5 outputs them (cached)."""
         if self.tokenizer is None:
             raise RuntimeError(
                 "this model has no tokenizer: config.text.tokenizer='t5' needs the tokenizer files; build the model "
                 "with VideoVLAModel.from_pretrained or VideoVLAModel.from_cogvideox"
             )
-        embeddings = self.prompt_cache.get_or_encode(
+        return self.prompt_cache.get_or_encode(
             instructions, self.tokenizer, self.text_encoder, self.config.text.max_length
         )
-        return embeddings.to(device=self.device, dtype=self.dtype)
+
+    def encode_prompts(self, instructions: Sequence[str]) -> torch.Tensor:
+        """B instructions -> (B, max_length, text_width) T5 embeddings in the transformer's dtype, standardised
+        when `config.normalize_text` is on."""
+        embeddings = self.raw_prompt_embeddings(instructions).to(device=self.device, dtype=self.dtype)
+        if self.config.normalize_text:
+            embeddings = self.text_normalizer.apply(embeddings)
+        return embeddings
 
     def scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Unscaled VAE latents -> the scaled space the transformer works in (any shape)."""
@@ -584,6 +614,8 @@ class VideoVLAModel(nn.Module):
         self.normalizer.save(root / NORMALIZATION_NAME)
         if self.config.normalize_condition:
             self.condition_normalizer.save(root / CONDITION_NORMALIZATION_NAME)
+        if self.config.normalize_text:
+            self.text_normalizer.save(root / TEXT_NORMALIZATION_NAME)
         return root
 
     @classmethod
@@ -607,18 +639,6 @@ class VideoVLAModel(nn.Module):
         vae = AutoencoderKLCogVideoX.from_pretrained(str(root / VAE_DIR), torch_dtype=torch_dtype)
         transformer = load_transformer(config, root / WEIGHTS_NAME)
         normalizer = ActionNormalizer.load(root / NORMALIZATION_NAME)
-        condition_normalizer = None
-        if config.normalize_condition:
-            condition_path = root / CONDITION_NORMALIZATION_NAME
-            if condition_path.is_file():
-                condition_normalizer = ConditionNormalizer.load(condition_path)
-            else:
-                logger.warning(
-                    "%s has normalize_condition on but no %s: the observation latent stays unstandardised until "
-                    "videovla-train fits the statistics",
-                    root,
-                    CONDITION_NORMALIZATION_NAME,
-                )
         model = cls(
             config,
             tokenizer=tokenizer,
@@ -626,7 +646,16 @@ class VideoVLAModel(nn.Module):
             vae=vae,
             transformer=transformer,
             normalizer=normalizer,
-            condition_normalizer=condition_normalizer,
+            condition_normalizer=_load_statistics(
+                root,
+                config.normalize_condition,
+                "normalize_condition",
+                CONDITION_NORMALIZATION_NAME,
+                "observation latent",
+            ),
+            text_normalizer=_load_statistics(
+                root, config.normalize_text, "normalize_text", TEXT_NORMALIZATION_NAME, "instruction embedding"
+            ),
         )
         return model.to(device=device, dtype=torch_dtype).eval()
 
@@ -659,18 +688,36 @@ class VideoVLAModel(nn.Module):
             logger.info("from_cogvideox: dropped the I2V learned positional table; positions are 3D rotary only")
         with torch.device("meta"):
             transformer = VideoVLATransformer(config)
-        action_names = [name for name in transformer.state_dict() if not name.startswith("backbone.")]
+        added_names = [name for name in transformer.state_dict() if not name.startswith("backbone.")]
         state = {f"backbone.{name}": tensor for name, tensor in stock.items()}
-        check_state_dict(transformer, state, f"CogVideoX transformer weights in {root / 'transformer'}", action_names)
+        check_state_dict(transformer, state, f"CogVideoX transformer weights in {root / 'transformer'}", added_names)
         transformer.load_state_dict(state, strict=False, assign=True)
-        # The action layers were never loaded: give them real storage, then their initialisation.
-        for module in transformer.action_layers():
+        # The added layers were never loaded: give them real storage, then their initialisation.
+        for module in transformer.added_layers():
             module.to_empty(device="cpu")
         transformer.action_pos_embed = nn.Parameter(torch.empty(transformer.action_pos_embed.shape))
-        transformer.init_action_layers()
+        transformer.init_added_layers()
         assert_materialized(transformer, "VideoVLA transformer from CogVideoX")
         model = cls(config, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer)
         return model.to(device=device, dtype=torch_dtype)
+
+
+def _load_statistics(root: Path, enabled: bool, flag: str, file_name: str, what: str) -> ConditionNormalizer | None:
+    """The standardisation statistics a checkpoint saved for `flag`; None (with a warning when the flag is on but
+    the file is missing, e.g. a first-stage VAE checkpoint) leaves the model's identity map in place."""
+    if not enabled:
+        return None
+    path = root / file_name
+    if path.is_file():
+        return ConditionNormalizer.load(path)
+    logger.warning(
+        "%s has %s on but no %s: the %s stays unstandardised until videovla-train fits the statistics",
+        root,
+        flag,
+        file_name,
+        what,
+    )
+    return None
 
 
 def _check_same_architecture(current: VideoVLAConfig, new: VideoVLAConfig, what: str) -> None:

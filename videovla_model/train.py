@@ -86,6 +86,7 @@ SUPPORTED_DISTRIBUTED = frozenset(
 # Observations the conditioning statistics are fitted to, spread evenly over the dataset's windows.
 CONDITION_FIT_SAMPLES = 4096
 CONDITION_FIT_BATCH = 64
+INSTRUCTION_FIT_BATCH = 64
 _SCHEDULE_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
@@ -338,6 +339,30 @@ class TrainingRun:
                 observations = self._observation_latents()
                 self.model.set_condition_normalizer(ConditionNormalizer.fit(observations))
                 logger.info("observation-latent statistics: fitted to %d observations", len(observations))
+        if self.model.config.normalize_text:
+            if not self.model.text_normalizer.is_identity:
+                source = "the resumed checkpoint" if self.resume_from is not None else f"--init-from {config.init_from}"
+                logger.info("instruction-embedding statistics: from %s", source)
+            else:
+                instructions = [episode.metadata.instruction for episode in self.episodes]
+                self.model.set_text_normalizer(ConditionNormalizer.fit(self._instruction_embeddings(instructions)))
+                logger.info(
+                    "instruction-embedding statistics: fitted to the instructions of %d episodes (%d distinct)",
+                    len(instructions),
+                    len(set(instructions)),
+                )
+
+    def _instruction_embeddings(self, instructions: list[str]) -> torch.Tensor:
+        """(N, max_length, d_model) raw T5 embeddings of `instructions`, each distinct one encoded once."""
+        distinct = sorted(set(instructions))
+        encoded = torch.cat(
+            [
+                self.model.raw_prompt_embeddings(distinct[start : start + INSTRUCTION_FIT_BATCH]).float().cpu()
+                for start in range(0, len(distinct), INSTRUCTION_FIT_BATCH)
+            ]
+        )
+        row = {instruction: index for index, instruction in enumerate(distinct)}
+        return encoded[[row[instruction] for instruction in instructions]]
 
     def _observation_latents(self) -> torch.Tensor:
         """(N, C, h, w) scaled VAE posterior means of observations spread evenly over the dataset's windows,

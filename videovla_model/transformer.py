@@ -10,6 +10,12 @@ are appended AFTER the video tokens and run through the same blocks, modulated b
 tokens get the identity rotation (cos 1, sin 0), which leaves them exactly unchanged. A separate adaptive output
 norm + Linear(width -> D) reads them out. With no action tokens the forward pass is exactly the stock one.
 
+With `config.text_modulation` the instruction also enters through the timestep embedding:
+
+    temb = time_embedding(t) + MLP(mean over tokens of the T5 embedding)      (the MLP's last layer starts at 0)
+
+so every block's adaptive norms (video, text and action tokens alike) are modulated by the instruction.
+
 Sequence layout in every block: [text (L) | video (F * h/p * w/p) | actions (R)].
 attention_mode "causal" masks text and video queries from action keys, so actions never influence the video.
 """
@@ -29,15 +35,6 @@ from torch.utils.checkpoint import checkpoint
 from videovla_model.configuration import VideoVLAConfig
 
 RotaryEmbedding = tuple[torch.Tensor, torch.Tensor]
-
-# Names of the layers VideoVLA adds to CogVideoX (everything in the state dict outside "backbone.").
-ACTION_LAYER_PREFIXES: tuple[str, ...] = (
-    "action_in.",
-    "action_pos_embed",
-    "embodiment_embed.",
-    "action_norm_out.",
-    "action_proj_out.",
-)
 
 
 def cogvideox_transformer_kwargs(config: VideoVLAConfig) -> dict[str, Any]:
@@ -128,19 +125,29 @@ class VideoVLATransformer(nn.Module):
             chunk_dim=1,
         )
         self.action_proj_out = nn.Linear(width, dims)
+        time_width = config.transformer.time_embed_dim
+        self.text_modulation = (
+            nn.Sequential(nn.Linear(config.text.d_model, time_width), nn.SiLU(), nn.Linear(time_width, time_width))
+            if config.text_modulation
+            else None
+        )
         self.gradient_checkpointing = False
-        self.init_action_layers()
+        self.init_added_layers()
 
-    def action_layers(self) -> list[nn.Module]:
+    def added_layers(self) -> list[nn.Module]:
         """The modules VideoVLA adds to CogVideoX (the position embedding is a parameter of `self`)."""
-        return [self.action_in, self.embodiment_embed, self.action_norm_out, self.action_proj_out]
+        layers: list[nn.Module] = [self.action_in, self.embodiment_embed, self.action_norm_out, self.action_proj_out]
+        if self.text_modulation is not None:
+            layers.append(self.text_modulation)
+        return layers
 
     @torch.no_grad()
-    def init_action_layers(self) -> None:
-        """(Re-)initialises the action layers; the backbone is left alone.
+    def init_added_layers(self) -> None:
+        """(Re-)initialises the layers VideoVLA adds; the backbone is left alone.
 
-        The adaptive norm's modulation starts at zero (plain LayerNorm at first, as DiT output heads do), so new
-        layers do not disturb a pre-trained backbone's statistics at the first steps of fine-tuning.
+        The adaptive norm's modulation and the text modulation's output start at zero (plain LayerNorm and the
+        stock timestep embedding at first, as DiT output heads do), so new layers do not disturb a pre-trained
+        backbone's statistics at the first steps of fine-tuning.
         """
         nn.init.xavier_uniform_(self.action_in.weight)
         nn.init.zeros_(self.action_in.bias)
@@ -152,6 +159,12 @@ class VideoVLATransformer(nn.Module):
         nn.init.zeros_(self.action_norm_out.norm.bias)
         nn.init.xavier_uniform_(self.action_proj_out.weight)
         nn.init.zeros_(self.action_proj_out.bias)
+        if self.text_modulation is not None:
+            first, _, last = self.text_modulation
+            nn.init.xavier_uniform_(first.weight)
+            nn.init.zeros_(first.bias)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def enable_gradient_checkpointing(self) -> None:
         self.gradient_checkpointing = True
@@ -202,6 +215,8 @@ class VideoVLATransformer(nn.Module):
 
         time_features = backbone.time_proj(timestep).to(dtype=hidden_states.dtype)
         temb = backbone.time_embedding(time_features)
+        if self.text_modulation is not None:
+            temb = temb + self.text_modulation(encoder_hidden_states.mean(dim=1))
 
         tokens = backbone.embedding_dropout(backbone.patch_embed(encoder_hidden_states, hidden_states))
         text_length = encoder_hidden_states.shape[1]

@@ -12,7 +12,8 @@ MultiThreadedExecutor:
 plus an evaluator node `videovla_eval` that does what a person at the robot would do. Per episode it disables
 the bridge (`arm_bridge/enable` false), starts the next seeded scene (`sim_arm/reset`), publishes the scene's
 instruction on `instruction`, enables the bridge and waits for `sim_arm/task_success` or the time limit. It
-reads `action_chunk` (inference_time, arrival times), and for the first few episodes `image_raw` and
+reads `action_chunk` (inference_time, arrival times), `sim_arm/grasped_objects` (what the gripper held during
+the episode, so the report can tell a wrong grasp from no grasp), and for the first few episodes `image_raw` and
 `imagination/clip`, which it turns into a GIF of imagined (left) vs actual (right) frames. Subscribing to the
 imagination makes the policy decode video, so those episodes' inference times include decoding.
 
@@ -25,7 +26,8 @@ Seeds: task t's episode i uses seed `--seed + i`; the shipped demonstrations wer
 Evaluator node `videovla_eval` (relative names, in --namespace):
   Publishes   instruction (std_msgs/String, INSTRUCTION)
   Subscribes  action_chunk (ActionChunk, ACTION_CHUNK), sim_arm/task_success (std_msgs/Bool, ROBOT_STATE),
-              ee_pose (PoseStamped, ROBOT_STATE); while recording a video also image_raw (Image, CAMERA) and
+              sim_arm/grasped_objects (std_msgs/String, ROBOT_STATE), ee_pose (PoseStamped, ROBOT_STATE);
+              while recording a video also image_raw (Image, CAMERA) and
               imagination/clip (VideoClip, IMAGINATION)
   Calls       sim_arm/reset (std_srvs/Trigger), arm_bridge/enable (std_srvs/SetBool)
 The policy node and the bridge read their parameters from --params-file (default: the package's
@@ -53,6 +55,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.context import Context
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
@@ -73,6 +76,7 @@ from videovla_ros.evaluation_report import (
     ImaginedClip,
     format_summary,
     instruction_problem,
+    named_object,
     side_by_side,
     summarize,
     write_gif,
@@ -154,12 +158,15 @@ class EvalProbe(Node):
         self._instruction_pub = self.create_publisher(String, "instruction", qos.INSTRUCTION)
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos.ACTION_CHUNK)
         self.create_subscription(Bool, "sim_arm/task_success", self._on_success, qos.ROBOT_STATE)
+        self.create_subscription(String, "sim_arm/grasped_objects", self._on_grasped, qos.ROBOT_STATE)
         self.create_subscription(PoseStamped, "ee_pose", self._on_pose, qos.ROBOT_STATE)
         self._reset_client = self.create_client(Trigger, "sim_arm/reset")
         self._enable_client = self.create_client(SetBool, "arm_bridge/enable")
         self._chunks: list[tuple[float, ActionChunk]] = []
         """(monotonic arrival time [s], message) of every chunk since `clear`."""
         self._success = False
+        self._grasped: set[str] = set()
+        """Every object the sim reported between the fingers since `clear`."""
         self._pose: PoseStamped | None = None
         self._recording: list[Subscription] = []
         self._camera = FrameTimeline()
@@ -175,6 +182,12 @@ class EvalProbe(Node):
         if msg.data:
             with self._lock:
                 self._success = True
+
+    def _on_grasped(self, msg: String) -> None:
+        names = {name for name in msg.data.split(",") if name}
+        if names:
+            with self._lock:
+                self._grasped |= names
 
     def _on_pose(self, msg: PoseStamped) -> None:
         with self._lock:
@@ -195,15 +208,22 @@ class EvalProbe(Node):
     # ---- what the evaluation reads ------------------------------------------------------------------------
 
     def clear(self) -> None:
-        """Forgets chunks and success seen so far (called when an episode starts)."""
+        """Forgets chunks, success and grasps seen so far (called when an episode starts)."""
         with self._lock:
             self._chunks.clear()
             self._success = False
+            self._grasped.clear()
 
     @property
     def success(self) -> bool:
         with self._lock:
             return self._success
+
+    @property
+    def grasped_objects(self) -> tuple[str, ...]:
+        """Sorted names of the objects held at some point since `clear`."""
+        with self._lock:
+            return tuple(sorted(self._grasped))
 
     def chunks(self) -> list[tuple[float, ActionChunk]]:
         with self._lock:
@@ -254,9 +274,15 @@ class EvalProbe(Node):
         with self._lock:
             self._camera = FrameTimeline()
             self._clips = []
+        # No QoS event handlers on these: they are destroyed while the executor thread spins, and rclpy's
+        # executor adds an event handler whose destruction has begun to its wait set anyway, which kills the
+        # thread (InvalidHandle). The subscriptions themselves are destroyed safely.
+        no_events = SubscriptionEventCallbacks(use_default_callbacks=False)
         self._recording = [
-            self.create_subscription(Image, "image_raw", self._on_image, qos.CAMERA),
-            self.create_subscription(VideoClip, "imagination/clip", self._on_clip, qos.IMAGINATION),
+            self.create_subscription(Image, "image_raw", self._on_image, qos.CAMERA, event_callbacks=no_events),
+            self.create_subscription(
+                VideoClip, "imagination/clip", self._on_clip, qos.IMAGINATION, event_callbacks=no_events
+            ),
         ]
 
     def stop_recording(self) -> tuple[list[ImaginedClip], FrameTimeline]:
@@ -265,6 +291,10 @@ class EvalProbe(Node):
         self._recording = []
         with self._lock:
             return list(self._clips), self._camera
+
+
+SPIN_PERIOD = 0.1
+"""Seconds one executor wait may last, so the spinning thread notices `close` within that time."""
 
 
 class SimulatedSystem:
@@ -283,6 +313,7 @@ class SimulatedSystem:
         self.nodes: list[Node] = []
         self.sim: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
+        self._stop_spinning = threading.Event()
         try:
             self.policy = PolicyNode(**common, parameter_overrides=self._policy_parameters())
             self.bridge = ArmBridgeNode(**common, parameter_overrides=self._bridge_parameters())
@@ -290,7 +321,7 @@ class SimulatedSystem:
             self.nodes = [self.policy, self.bridge, self.probe]
             for node in self.nodes:
                 self.executor.add_node(node)
-            self._thread = threading.Thread(target=self.executor.spin, name="videovla-eval executor", daemon=True)
+            self._thread = threading.Thread(target=self._spin, name="videovla-eval executor", daemon=True)
             self._thread.start()
             for name, transition in (
                 ("configure", self.policy.trigger_configure),
@@ -369,10 +400,18 @@ class SimulatedSystem:
         stopped: destroying a node while another thread's executor builds its wait set kills that thread."""
         self.executor.remove_node(self.policy)
 
+    def _spin(self) -> None:
+        while not self._stop_spinning.is_set() and self.context.ok():
+            self.executor.spin_once(timeout_sec=SPIN_PERIOD)
+
     def close(self) -> None:
-        self.executor.shutdown()
+        # The spinning thread stops before the executor shuts down: `Executor.shutdown` destroys the executor's
+        # guard condition without waiting for callbacks still running (a policy inference), and a thread still
+        # spinning then dies on that callback's InvalidHandle. Callbacks still running finish in the pool.
+        self._stop_spinning.set()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
+        self.executor.shutdown()
         self._remove_sim()
         for node in reversed(self.nodes):
             node.destroy_node()
@@ -472,6 +511,8 @@ def run_episode(
         chunk_intervals=tuple(float(b - a) for a, b in itertools.pairwise(arrivals)),
         idle_fraction=float(idle_fraction),
         video=video,
+        named_object=named_object(instruction),
+        grasped_objects=probe.grasped_objects,
     )
 
 

@@ -47,6 +47,18 @@ def instruction_problem(instruction: str) -> str | None:
     return None
 
 
+def named_object(instruction: str) -> str:
+    """The scene name of the object an instruction asks to move (e.g. "red_cube"), "" when the sim cannot parse it."""
+    try:
+        return parse_instruction(instruction).target.name
+    except InstructionError:
+        return ""
+
+
+FAILURE_KINDS: tuple[str, ...] = ("held the named object", "held only other objects", "held nothing")
+"""How a failed episode ended, by what the gripper held off the table at some point during it."""
+
+
 @dataclass(frozen=True)
 class EpisodeResult:
     """One closed-loop episode."""
@@ -67,6 +79,19 @@ class EpisodeResult:
     """The bridge's share of streaming ticks in which the commanded pose did not move."""
     video: str = ""
     """Path of the episode's imagined-vs-actual GIF, or "" when none was recorded."""
+    named_object: str = ""
+    """Scene name of the object the instruction names, e.g. "red_cube" ("" when the sim cannot parse it)."""
+    grasped_objects: tuple[str, ...] = ()
+    """Objects the gripper held off the table at some point during the episode."""
+
+    @property
+    def failure_kind(self) -> str | None:
+        """One of FAILURE_KINDS for a failed episode; None for a success."""
+        if self.success:
+            return None
+        if self.named_object and self.named_object in self.grasped_objects:
+            return FAILURE_KINDS[0]
+        return FAILURE_KINDS[1] if self.grasped_objects else FAILURE_KINDS[2]
 
 
 @dataclass(frozen=True)
@@ -77,6 +102,8 @@ class TaskSummary:
     success_rate: float
     ci95: tuple[float, float]
     seconds_per_episode: float
+    failures: dict[str, int] = field(default_factory=dict)
+    """Failed episodes by FAILURE_KINDS."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +145,7 @@ def summarize(results: Sequence[EpisodeResult], checkpoint: str, mode: str) -> S
                 success_rate=wins / len(mine),
                 ci95=wilson_interval(wins, len(mine)),
                 seconds_per_episode=_mean([r.seconds for r in mine]),
+                failures={kind: sum(r.failure_kind == kind for r in mine) for kind in FAILURE_KINDS},
             )
         )
     successes = sum(r.success for r in results)
@@ -146,6 +174,8 @@ def format_summary(summary: Summary) -> str:
             f"  {task.task}: {task.successes}/{task.episodes} = {task.success_rate:.1%} "
             f"(95% CI {low:.1%}..{high:.1%}), {task.seconds_per_episode:.1f} s/episode"
         )
+        if any(task.failures.values()):
+            lines.append("    failures: " + ", ".join(f"{count} {kind}" for kind, count in task.failures.items()))
     low, high = summary.ci95
     lines += [
         f"  all: {summary.successes}/{summary.episodes} = {summary.success_rate:.1%} (95% CI {low:.1%}..{high:.1%})",

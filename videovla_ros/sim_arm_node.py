@@ -11,6 +11,9 @@ Publishes:
   ee_pose (geometry_msgs/PoseStamped, ROBOT_STATE)    TCP pose in frame_id (base_link), at state_rate_hz
   ~/task_success (std_msgs/Bool, ROBOT_STATE)         whether the current episode's task is fulfilled, at
                                                       success_rate_hz (for evaluation)
+  ~/grasped_objects (std_msgs/String, ROBOT_STATE)    comma-separated names of the objects pinched between the
+                                                      fingers and off the table ("" for none), with task_success
+                                                      (tells a failed evaluation episode's wrong grasps apart)
   /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz) accepted / rejected commands, frames, lag, achieved
                                                       real-time factor, task and seed
 Subscribes:
@@ -41,7 +44,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64
+from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
 from videovla_ros import qos
@@ -68,7 +71,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "image_width": (96, "camera image width [px]"),
     "camera_fps": (15.0, "camera frames per simulated second"),
     "state_rate_hz": (50.0, "joint_states and ee_pose per simulated second"),
-    "success_rate_hz": (4.0, "~/task_success messages per simulated second"),
+    "success_rate_hz": (4.0, "~/task_success and ~/grasped_objects messages per simulated second"),
     "real_time_factor": (1.0, "simulated seconds per wall-clock second"),
     "physics_tick_hz": (100.0, "how often the physics catches up with the clock [Hz of wall time]"),
     "max_lag": (0.25, "simulated seconds the physics may fall behind before the clock skips ahead"),
@@ -162,6 +165,7 @@ class SimArmNode(Node):
         self._joint_pub = self.create_publisher(JointState, "joint_states", qos.ROBOT_STATE)
         self._pose_pub = self.create_publisher(PoseStamped, "ee_pose", qos.ROBOT_STATE)
         self._success_pub = self.create_publisher(Bool, "~/task_success", qos.ROBOT_STATE)
+        self._grasped_pub = self.create_publisher(String, "~/grasped_objects", qos.ROBOT_STATE)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.create_subscription(PoseStamped, "target_pose", self._on_target_pose, qos.COMMAND)
         self.create_subscription(Float64, "gripper_command", self._on_gripper_command, qos.COMMAND)
@@ -274,6 +278,7 @@ class SimArmNode(Node):
             self._pose_pub.publish(pose_stamped(Pose.make(position, quaternion), stamp_ns, self.config.frame_id))
         if self._success_event.fire(env.time):
             self._success_pub.publish(Bool(data=env.success()))
+            self._grasped_pub.publish(String(data=",".join(env.grasped_objects())))
 
     # ---- episodes ---------------------------------------------------------------------------------------
 

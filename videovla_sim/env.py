@@ -12,7 +12,7 @@ import numpy as np
 
 from videovla_sim.controller import ArmController, ControllerConfig
 from videovla_sim.scene import Scene, SceneConfig
-from videovla_sim.tasks import EpisodeSetup, PlacementConfig, check_success, sample_episode
+from videovla_sim.tasks import EpisodeSetup, PlacementConfig, check_success, grasped_objects, sample_episode
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,10 @@ class TabletopEnv:
 
     def success(self) -> bool:
         return check_success(self.setup, self.scene)
+
+    def grasped_objects(self) -> tuple[str, ...]:
+        """Names of the objects the gripper holds off the table (see `tasks.grasped_objects`)."""
+        return grasped_objects(self.setup, self.scene)
 
     def render(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB camera image."""

@@ -39,6 +39,9 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
 LIFT_HEIGHT = 0.05
 """A picked object counts as picked up once its bottom is this far above the table [m]."""
 
+GRASP_HEIGHT = 0.01
+"""An object pinched by both finger pads counts as grasped once its bottom is this far above the table [m]."""
+
 
 class InstructionError(ValueError):
     """An instruction (or task name) the simulator cannot turn into a task; the message says why."""
@@ -235,14 +238,25 @@ def _is_upright(quaternion: np.ndarray, tolerance: float = 0.2) -> bool:
     return 1 - 2 * (x * x + y * y) > math.cos(tolerance)
 
 
+def _pinched_above(spec: ObjectSpec, scene: Scene, height: float) -> bool:
+    position, _ = scene.object_pose(spec.name)
+    return bool(position[2] - spec.half_height > height and scene.fingers_touch(spec.name))
+
+
+def grasped_objects(setup: EpisodeSetup, scene: Scene) -> tuple[str, ...]:
+    """Names of the objects pinched between the fingers and off the table (a diagnostic: what the arm holds)."""
+    return tuple(
+        spec.name for spec in setup.objects if spec.kind in SHAPES and _pinched_above(spec, scene, GRASP_HEIGHT)
+    )
+
+
 def check_success(setup: EpisodeSetup, scene: Scene) -> bool:
     """Whether the scene's state fulfils the episode's task (see the module doc for each family)."""
     task = setup.task
     target = setup.spec(task.target)
-    position, quaternion = scene.object_pose(target.name)
     if task.family == "pick":
-        bottom = position[2] - target.half_height
-        return bool(bottom > LIFT_HEIGHT and scene.fingers_touch(target.name))
+        return _pinched_above(target, scene, LIFT_HEIGHT)
+    position, quaternion = scene.object_pose(target.name)
     assert task.destination is not None
     destination = setup.spec(task.destination)
     base, base_quaternion = scene.object_pose(destination.name)
