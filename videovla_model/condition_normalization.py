@@ -75,7 +75,7 @@ class ConditionNormalizer:
 
     def apply(self, values: torch.Tensor) -> torch.Tensor:
         """(..., *shape) -> the same shape and dtype, standardised element by element."""
-        if tuple(values.shape[values.ndim - len(self.shape) :]) != self.shape or values.ndim < len(self.shape):
+        if tuple(values.shape[-len(self.shape) :]) != self.shape:
             raise ValueError(
                 f"values of shape {tuple(values.shape)} do not match the condition statistics: expected "
                 f"(..., {', '.join(map(str, self.shape))})"

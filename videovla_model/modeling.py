@@ -250,21 +250,15 @@ class VideoVLAModel(nn.Module):
     def set_condition_normalizer(self, condition_normalizer: ConditionNormalizer) -> None:
         """Replaces the observation-latent statistics (used only with `config.normalize_condition`)."""
         expected = (self.config.vae.latent_channels, self.config.latent_height, self.config.latent_width)
-        if condition_normalizer.shape != expected:
-            raise ValueError(
-                f"condition statistics of shape {condition_normalizer.shape} do not fit this model: expected "
-                f"(latent_channels, latent_height, latent_width) = {expected}"
-            )
+        _check_statistics_shape(
+            condition_normalizer, expected, "condition", "latent_channels, latent_height, latent_width"
+        )
         self.condition_normalizer = condition_normalizer
 
     def set_text_normalizer(self, text_normalizer: ConditionNormalizer) -> None:
         """Replaces the instruction-embedding statistics (used only with `config.normalize_text`)."""
         expected = (self.config.text.max_length, self.config.text.d_model)
-        if text_normalizer.shape != expected:
-            raise ValueError(
-                f"text statistics of shape {text_normalizer.shape} do not fit this model: expected "
-                f"(text.max_length, text.d_model) = {expected}"
-            )
+        _check_statistics_shape(text_normalizer, expected, "text", "text.max_length, text.d_model")
         self.text_normalizer = text_normalizer
 
     # Housekeeping -------------------------------------------------------------------------------------------
@@ -700,6 +694,14 @@ class VideoVLAModel(nn.Module):
         assert_materialized(transformer, "VideoVLA transformer from CogVideoX")
         model = cls(config, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer)
         return model.to(device=device, dtype=torch_dtype)
+
+
+def _check_statistics_shape(statistics: ConditionNormalizer, expected: tuple[int, ...], what: str, fields: str) -> None:
+    """Raises ValueError naming the config `fields` whose sizes `statistics` do not match."""
+    if statistics.shape != expected:
+        raise ValueError(
+            f"{what} statistics of shape {statistics.shape} do not fit this model: expected ({fields}) = {expected}"
+        )
 
 
 def _load_statistics(root: Path, enabled: bool, flag: str, file_name: str, what: str) -> ConditionNormalizer | None:

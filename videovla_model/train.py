@@ -331,18 +331,17 @@ class TrainingRun:
         self.frame_stride = frame_stride
         if config.latent_cache is not None:
             self.dataset.use_latent_cache(self._latent_cache(Path(config.latent_cache)))
+        inherited_from = "the resumed checkpoint" if self.resume_from is not None else f"--init-from {config.init_from}"
         if self.model.config.normalize_condition:
             if not self.model.condition_normalizer.is_identity:
-                source = "the resumed checkpoint" if self.resume_from is not None else f"--init-from {config.init_from}"
-                logger.info("observation-latent statistics: from %s", source)
+                logger.info("observation-latent statistics: from %s", inherited_from)
             else:
                 observations = self._observation_latents()
                 self.model.set_condition_normalizer(ConditionNormalizer.fit(observations))
                 logger.info("observation-latent statistics: fitted to %d observations", len(observations))
         if self.model.config.normalize_text:
             if not self.model.text_normalizer.is_identity:
-                source = "the resumed checkpoint" if self.resume_from is not None else f"--init-from {config.init_from}"
-                logger.info("instruction-embedding statistics: from %s", source)
+                logger.info("instruction-embedding statistics: from %s", inherited_from)
             else:
                 instructions = [episode.metadata.instruction for episode in self.episodes]
                 self.model.set_text_normalizer(ConditionNormalizer.fit(self._instruction_embeddings(instructions)))
