@@ -58,7 +58,11 @@ wait_for = functools.partial(ros_process.wait_for, timeout=WAIT)
 def bringup(*args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "videovla_ros.bringup", *args], env=dict(os.environ), stdout=out, stderr=out
+            # -X faulthandler: a hung process dumps every thread's stack on SIGABRT (see stop()).
+            [sys.executable, "-X", "faulthandler", "-m", "videovla_ros.bringup", *args],
+            env=dict(os.environ),
+            stdout=out,
+            stderr=out,
         )
         try:
             yield process
@@ -111,6 +115,8 @@ def stop(process: subprocess.Popen[bytes], sig: signal.Signals, log: Path) -> No
     try:
         code = process.wait(timeout=WAIT)
     except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # the stacks of the hang go to the log
+        process.wait(timeout=WAIT)
         pytest.fail(f"bringup ignored {sig.name}:\n{log.read_text()}")
     assert code == 0, f"bringup exited with {code} after {sig.name}:\n{log.read_text()}"
 
