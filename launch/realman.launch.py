@@ -12,7 +12,8 @@ Arguments (an empty value keeps the value from the params file):
     backend          arm bridge backend: realman | servo | moveit_py | pose_stream
     execution_mode   sync (the policy infers once per bridge request) | async (back-to-back inference)
     dry_run          true: the bridge computes targets but commands nothing
-    sim              true: start the simulated arm instead of expecting rm_driver (the bridge streams poses)
+    sim              true: start the simulated arm instead of expecting rm_driver (the bridge streams poses to it,
+                     clamped to its workspace from config/sim.yaml)
     rviz             true: start RViz with config/videovla.rviz
     autostart        true: configure and activate the lifecycle policy node on start
 `bringup` starts the same nodes with the same YAML in one process. Only launch / launch_ros APIs present in
@@ -66,11 +67,15 @@ def _choice(context: LaunchContext, name: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _config_file(name: str) -> PathJoinSubstitution:
+    return PathJoinSubstitution([FindPackageShare(PACKAGE), "config", name])
+
+
 def _nodes(context: LaunchContext) -> list[Any]:
     """The actions for the resolved arguments (plain Python, so empty arguments can defer to the YAML)."""
     text = {name: LaunchConfiguration(name).perform(context).strip() for name, _, _ in ARGUMENTS}
     namespace = text["namespace"]
-    params_file = text["params_file"] or PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "realman.yaml"])
+    params_file = text["params_file"] or _config_file("realman.yaml")
     sim = _flag(context, "sim")
     mode = _choice(context, "execution_mode", tuple(EXECUTION_MODES))
     backend = "pose_stream" if sim else _choice(context, "backend", BACKENDS)
@@ -100,7 +105,8 @@ def _nodes(context: LaunchContext) -> list[Any]:
             name="arm_bridge",
             namespace=namespace,
             output="screen",
-            parameters=[params_file, bridge_overrides],
+            # The simulated arm's workspace (config/sim.yaml) replaces the real controller's box of the params file.
+            parameters=[params_file, *([_config_file("sim.yaml")] if sim else []), bridge_overrides],
         ),
     ]
     if sim:
@@ -115,7 +121,7 @@ def _nodes(context: LaunchContext) -> list[Any]:
             )
         )
     if _flag(context, "rviz"):
-        rviz_config = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "videovla.rviz"])
+        rviz_config = _config_file("videovla.rviz")
         actions.append(
             Node(package="rviz2", executable="rviz2", name="rviz2", namespace=namespace, arguments=["-d", rviz_config])
         )

@@ -33,7 +33,7 @@ from std_srvs.srv import SetBool
 from videovla_msgs.msg import ActionChunk
 from videovla_ros import qos
 from videovla_ros.action_chunk import ns_to_time, time_to_ns
-from videovla_ros.bringup import default_params_file, parse_args
+from videovla_ros.bringup import default_params_file, parse_args, sim_params_file
 from videovla_ros.image_conversion import rgb_to_image_msg
 
 WAIT = 30.0
@@ -163,8 +163,14 @@ def test_bridge_gets_its_overrides_and_sigint_stops_everything(checkpoint, tmp_p
     log = tmp_path / "bringup.log"
     args = ("--checkpoint", str(checkpoint), "--backend", "pose_stream", "--dry-run", "--execution-mode", "sync")
     with bringup(*args, log=log) as process, peer() as node:
-        values = parameters(node, "arm_bridge", ["backend", "dry_run", "mode", "realman_prefix"])
-        assert values == {"backend": "pose_stream", "dry_run": True, "mode": "sync", "realman_prefix": "/rm_driver"}
+        values = parameters(node, "arm_bridge", ["backend", "dry_run", "mode", "realman_prefix", "workspace_min"])
+        assert values == {
+            "backend": "pose_stream",
+            "dry_run": True,
+            "mode": "sync",
+            "realman_prefix": "/rm_driver",
+            "workspace_min": [-0.8, -0.8, 0.0],  # realman.yaml's box: config/sim.yaml only comes with --sim
+        }
         state = call(node, GetState, "videovla_policy/get_state", GetState.Request()).current_state.label
         assert state == "unconfigured"  # no --autostart
         policy = parameters(node, "videovla_policy", ["inference_trigger"])
@@ -177,7 +183,7 @@ def test_every_yaml_key_is_a_declared_parameter_of_its_node(checkpoint):
     from videovla_ros.policy_node import PolicyNode
     from videovla_ros.sim_arm_node import SimArmNode
 
-    document = yaml.safe_load(default_params_file().read_text())
+    documents = [yaml.safe_load(path.read_text()) for path in (default_params_file(), sim_params_file())]
     context = Context()
     rclpy.init(context=context)
     try:
@@ -188,7 +194,7 @@ def test_every_yaml_key_is_a_declared_parameter_of_its_node(checkpoint):
             ),
             "sim_arm": SimArmNode(context=context),
         }
-        for key, section in document.items():
+        for key, section in (item for document in documents for item in document.items()):
             name = key.removeprefix("/**/")
             assert name in nodes, f"{key}: no such node in bringup"
             undeclared = [p for p in section["ros__parameters"] if not nodes[name].has_parameter(p)]
@@ -199,11 +205,25 @@ def test_every_yaml_key_is_a_declared_parameter_of_its_node(checkpoint):
         rclpy.try_shutdown(context=context)
 
 
+def test_sim_yaml_gives_the_bridge_the_simulated_controllers_workspace():
+    from videovla_sim.controller import Workspace
+
+    bridge = yaml.safe_load(sim_params_file().read_text())["/**/arm_bridge"]["ros__parameters"]
+    workspace = Workspace()
+    assert bridge["workspace_min"] == [workspace.x[0], workspace.y[0], workspace.z[0]]
+    assert bridge["workspace_max"] == [workspace.x[1], workspace.y[1], workspace.z[1]]
+
+
 def test_sim_bringup_closes_the_loop_from_the_simulated_camera_to_the_arm(checkpoint, tmp_path):
     log = tmp_path / "bringup.log"
     args = ("--sim", "--checkpoint", str(checkpoint), "--execution-mode", "async", "--autostart")
     with bringup(*args, log=log) as process, peer() as node:
-        assert parameters(node, "arm_bridge", ["backend"]) == {"backend": "pose_stream"}, log.read_text()
+        sim = yaml.safe_load(sim_params_file().read_text())["/**/arm_bridge"]["ros__parameters"]
+        assert parameters(node, "arm_bridge", ["backend", "workspace_min", "workspace_max"]) == {
+            "backend": "pose_stream",
+            "workspace_min": sim["workspace_min"],
+            "workspace_max": sim["workspace_max"],
+        }, log.read_text()
         frames: list[Image] = []
         chunks: list[ActionChunk] = []
         node.create_subscription(Image, "image_raw", frames.append, qos.CAMERA)

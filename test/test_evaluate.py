@@ -64,6 +64,9 @@ def test_a_dead_policy_node_leaves_the_simulated_arm_held_still(checkpoint):
     with SimulatedSystem(config) as system:
         system.start_task("pick", 0)
         probe, bridge = system.probe, system.bridge
+        # The bridge clamps to the simulated arm's workspace (config/sim.yaml), not realman.yaml's box.
+        assert list(bridge.get_parameter("workspace_min").value) == [0.12, -0.45, 0.015]
+        assert list(bridge.get_parameter("workspace_max").value) == [0.62, 0.45, 0.55]
         probe.send_instruction("pick up the red cube")
         enable_bridge(probe)
         assert wait_for(lambda: bridge.diagnostics.counter("chunks_accepted") >= 2, 30.0)

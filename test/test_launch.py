@@ -66,10 +66,13 @@ def test_launched_node_names_match_the_yaml_and_the_policy_is_a_lifecycle_node()
     nodes = {n["name"]: n for n in _launched_nodes()}
     assert nodes["videovla_policy"]["action"] == "LifecycleNode"
     assert nodes["arm_bridge"]["action"] == "Node" and nodes["sim_arm"]["action"] == "Node"
-    keys = yaml.safe_load((REPO / "config" / "realman.yaml").read_text())
-    for key in keys:
-        assert key.startswith("/**/"), f"{key}: keys must start with /**/ so any namespace matches"
-        assert key.removeprefix("/**/") in nodes, f"{key} configures a node the launch file does not start"
+    for name in ("realman.yaml", "sim.yaml"):
+        keys = yaml.safe_load((REPO / "config" / name).read_text())
+        for key in keys:
+            assert key.startswith("/**/"), f"{name}: {key}: keys must start with /**/ so any namespace matches"
+            assert key.removeprefix("/**/") in nodes, f"{name}: {key} configures a node the launch file does not start"
+    # With sim:=true the bridge gets the simulated arm's workspace after the params file.
+    assert '_config_file("sim.yaml")' in LAUNCH_FILE.read_text()
 
 
 def test_launch_file_uses_no_substitution_division():

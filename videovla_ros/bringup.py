@@ -5,7 +5,8 @@
     python -m videovla_ros.bringup --no-bridge --checkpoint ...       # the policy node alone
 
 Every node reads the same YAML (--params-file, default: the package's config/realman.yaml) keyed by node name,
-exactly as under the launch file; command-line options override single parameters. All nodes share one
+exactly as under the launch file, and with --sim the package's config/sim.yaml after it (the simulated arm's
+workspace for the bridge); command-line options override single parameters. All nodes share one
 MultiThreadedExecutor. SIGINT and SIGTERM shut the process down cleanly (nodes destroyed, context shut down).
 ROS arguments after `--ros-args` (remappings, log levels) are passed through.
 """
@@ -33,17 +34,27 @@ EXECUTION_MODES: dict[str, str] = {"sync": "request", "async": "continuous"}
 """execution_mode -> the policy node's inference_trigger (the bridge's `mode` takes the name itself)."""
 
 
-def default_params_file() -> Path:
-    """config/realman.yaml from the installed share directory, else from the source tree beside this package."""
+def config_file(name: str) -> Path:
+    """config/`name` from the installed share directory, else from the source tree beside this package."""
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        installed = Path(get_package_share_directory(PACKAGE)) / "config" / "realman.yaml"
+        installed = Path(get_package_share_directory(PACKAGE)) / "config" / name
         if installed.is_file():
             return installed
     except (ImportError, LookupError):
         pass  # not installed through colcon: fall back to the source checkout
-    return Path(__file__).resolve().parent.parent / "config" / "realman.yaml"
+    return Path(__file__).resolve().parent.parent / "config" / name
+
+
+def default_params_file() -> Path:
+    """config/realman.yaml: every node's parameters for a Realman arm."""
+    return config_file("realman.yaml")
+
+
+def sim_params_file() -> Path:
+    """config/sim.yaml: what the other nodes need to know about the simulated arm, loaded after the params file."""
+    return config_file("sim.yaml")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -119,7 +130,10 @@ def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv if args is None else args)
     options = parse_args(remove_ros_args(argv)[1:])
     # The YAML comes first so that `--ros-args -p name:=value` on the command line still overrides it.
-    init_ros([argv[0], "--ros-args", "--params-file", str(options.params_file), "--", *argv[1:]])
+    params_files = [options.params_file, *([sim_params_file()] if options.sim else [])]
+    init_ros(
+        [argv[0], "--ros-args", *(f for path in params_files for f in ("--params-file", str(path))), "--", *argv[1:]]
+    )
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 4)
     try:
         policy, others = create_nodes(options)

@@ -31,7 +31,8 @@ Evaluator node `videovla_eval` (relative names, in --namespace):
               imagination/clip (VideoClip, IMAGINATION)
   Calls       sim_arm/reset (std_srvs/Trigger), arm_bridge/enable (std_srvs/SetBool)
 The policy node and the bridge read their parameters from --params-file (default: the package's
-config/realman.yaml) keyed by node name; the evaluator overrides only what the evaluation fixes (checkpoint,
+config/realman.yaml) keyed by node name, then the package's config/sim.yaml (the bridge clamps to the simulated
+arm's workspace); the evaluator overrides only what the evaluation fixes (checkpoint,
 backend, mode, stream rate, chunk age); the simulated arm gets its scene (task, seed, image size) on its
 command line and node defaults otherwise.
 """
@@ -69,7 +70,7 @@ from videovla_msgs.msg import ActionChunk, VideoClip
 from videovla_ros import qos
 from videovla_ros.action_chunk import time_to_ns
 from videovla_ros.arm_bridge_node import ArmBridgeNode
-from videovla_ros.bringup import EXECUTION_MODES, default_params_file
+from videovla_ros.bringup import EXECUTION_MODES, default_params_file, sim_params_file
 from videovla_ros.evaluation_report import (
     EpisodeResult,
     FrameTimeline,
@@ -307,7 +308,9 @@ class SimulatedSystem:
         self.config = config
         params_file = config.params_file or str(default_params_file())
         self.context = Context()
-        rclpy.init(args=["videovla-eval", "--ros-args", "--params-file", params_file], context=self.context)
+        # The bridge clamps to the simulated arm's workspace (config/sim.yaml), whatever the params file says.
+        ros_args = ["--params-file", params_file, "--params-file", str(sim_params_file())]
+        rclpy.init(args=["videovla-eval", "--ros-args", *ros_args], context=self.context)
         common = {"namespace": config.namespace, "context": self.context}
         self.executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 4, context=self.context)
         self.nodes: list[Node] = []
