@@ -459,7 +459,9 @@ def test_goal_times_out_or_fails_without_camera_images(checkpoint):
         timed = h.result(h.send_goal("wave", timeout=0.5))
         assert timed.status == GoalStatus.STATUS_SUCCEEDED
         assert timed.result.outcome == ExecuteInstruction.Result.OUTCOME_TIMED_OUT
-        assert timed.result.elapsed == pytest.approx(0.5, abs=0.3)
+        # Not before its timeout; after it by the housekeeping period plus whatever a loaded CI machine adds
+        # (0.97 s measured once while another test's processes ran), never by the 5 s of the first goal.
+        assert 0.5 <= timed.result.elapsed < 2.0
 
 
 def test_parameters_are_validated_with_the_field_and_allowed_values():

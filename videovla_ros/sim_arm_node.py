@@ -219,7 +219,7 @@ class SimArmNode(Node):
     def _reject(self, counter: str, reason: str) -> None:
         self._book.count(counter)
         self._book.set("last_rejection", reason)
-        self.get_logger().warn(reason, throttle_duration_sec=1.0)
+        self.get_logger().warning(reason, throttle_duration_sec=1.0)
 
     # ---- physics ----------------------------------------------------------------------------------------
 

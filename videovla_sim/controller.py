@@ -25,6 +25,10 @@ class TargetRejectedError(ValueError):
     """A pose or gripper command the controller refused; the arm holds its previous target."""
 
 
+WORKSPACE_SLACK = 1e-6
+"""[m] A target on the box's edge, clamped there by the bridge, must not be refused for a rounding error."""
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Axis-aligned box in base_link [m] the TCP target must lie in (like a controller's user workspace)."""
@@ -45,7 +49,7 @@ class Workspace:
         for index, axis in enumerate(("x", "y", "z")):
             low, high = getattr(self, axis)
             value = float(position[index])
-            if not low <= value <= high:
+            if not low - WORKSPACE_SLACK <= value <= high + WORKSPACE_SLACK:
                 return f"target {axis}={value:.3f} m is outside the workspace {axis} range [{low}, {high}] m"
         return None
 
