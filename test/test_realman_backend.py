@@ -117,6 +117,9 @@ def test_an_enabled_bridge_process_stops_the_arm_when_it_is_shut_down(context, f
     log = tmp_path / "arm_bridge.log"
     command = [sys.executable, "-m", "videovla_ros.arm_bridge_node", "--ros-args", "-r", f"__ns:={namespace}"]
     command += ["-p", "backend:=realman", "-p", f"stop_message_type:={fake_driver}"]
+    # Only the shutdown may stop the arm here: on a loaded machine the stand-in driver's pose stream can pause
+    # past the default 0.5 s state watchdog, which stops the arm too (seen once in CI).
+    command += ["-p", "state_watchdog:=10.0"]
     peer = Node(f"{namespace.strip('/')}_peer", context=context)
     stops: list[Bool] = []
     peer.create_subscription(Bool, "/rm_driver/move_stop_result", stops.append, DRIVER_QOS)
@@ -135,7 +138,7 @@ def test_an_enabled_bridge_process_stops_the_arm_when_it_is_shut_down(context, f
 
         assert spin_until(peer, enable.service_is_ready, 20.0), log.read_text()
         assert any(enabled() for _ in range(20)), log.read_text()
-        assert not stops
+        assert not stops, log.read_text()
         process.send_signal(stop_signal)
         assert spin_until(peer, lambda: bool(stops), 10.0), f"no move_stop_cmd on shutdown:\n{log.read_text()}"
         assert process.wait(timeout=10) == 0, log.read_text()
