@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,6 +13,16 @@ import pytest
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("MUJOCO_GL", "egl")
+_module_domains = itertools.count(int(os.environ["ROS_DOMAIN_ID"]))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros_domain_per_module() -> Iterator[None]:
+    """Each test module talks on its own DDS domain, so a participant an earlier module left behind (a process
+    still shutting down, a killed one whose lease has not yet run out) cannot crowd or confuse its discovery."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROS_DOMAIN_ID", str(1 + next(_module_domains) % 100))
+        yield
 
 
 def _cuda_available() -> bool:

@@ -513,10 +513,14 @@ def test_policy_node_main_serves_lifecycle_services_and_stops_on_sigint(checkpoi
         get_state = client_node.create_client(GetState, "videovla_policy/get_state")
         change_state = client_node.create_client(ChangeState, "videovla_policy/change_state")
 
+        def node_report() -> str:
+            status = "running" if process.poll() is None else f"exited with {process.returncode}"
+            return f"videovla_policy {status}, log:\n{log.read_text()}"
+
         def state() -> str:
             # A request sent before DDS has matched the reply path is lost, so ask again (it is idempotent).
             for _ in range(5):
-                assert get_state.wait_for_service(timeout_sec=WAIT), log.read_text()
+                assert get_state.wait_for_service(timeout_sec=WAIT), node_report()
                 future = get_state.call_async(GetState.Request())
                 if wait_for(future.done, timeout=3.0):
                     return future.result().current_state.label
@@ -524,7 +528,7 @@ def test_policy_node_main_serves_lifecycle_services_and_stops_on_sigint(checkpoi
 
         def transition(transition_id: int, goal: str) -> None:
             for _ in range(5):
-                assert change_state.wait_for_service(timeout_sec=WAIT), log.read_text()
+                assert change_state.wait_for_service(timeout_sec=WAIT), node_report()
                 future = change_state.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
                 if wait_for(future.done, timeout=3.0):
                     assert future.result().success, log.read_text()
