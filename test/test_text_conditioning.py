@@ -1,5 +1,6 @@
-"""The instruction's way into the transformer: standardised T5 embeddings (`normalize_text`) and the pooled
-instruction modulating every block through the timestep embedding (`text_modulation`)."""
+"""The instruction's way into the transformer: standardised T5 embeddings (`normalize_text`), the pooled
+instruction modulating every block through the timestep embedding (`text_modulation`), and the layers that start
+at zero (`text_modulation`, `instruction_mixes_observation`)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ def random_text_statistics(seed: int = 0) -> ConditionNormalizer:
     )
 
 
-def perturb_text_modulation(transformer: VideoVLATransformer, seed: int = 0) -> None:
-    """Gives the modulation's zero-initialised output layer weights, as training would."""
-    assert transformer.text_modulation is not None
+def perturb_added_layer(transformer: VideoVLATransformer, layer: str, seed: int = 0) -> None:
+    """Gives an added conditioning MLP's zero-initialised output layer weights, as training would."""
+    mlp = getattr(transformer, layer)
+    assert mlp is not None
     generator = torch.Generator().manual_seed(seed)
-    last = transformer.text_modulation[-1]
+    last = mlp[-1]
     with torch.no_grad():
         last.weight.copy_(torch.randn(last.weight.shape, generator=generator))
 
@@ -74,37 +76,47 @@ def test_text_statistics_of_the_wrong_shape_and_switching_the_flags_on_a_built_m
         model.config = TINY
 
 
+# Each added conditioning MLP, with the config flag that switches it on.
+ADDED_LAYERS = pytest.mark.parametrize(
+    ("layer", "flag"), [("text_modulation", "text_modulation"), ("observation_mixing", "instruction_mixes_observation")]
+)
+
+
+@ADDED_LAYERS
 @torch.no_grad()
-def test_text_modulation_starts_as_the_stock_timestep_embedding_and_then_carries_the_instruction():
+def test_an_added_layer_starts_as_the_transformer_without_it_and_then_carries_the_instruction(layer, flag):
+    config = dataclasses.replace(TINY_TEXT, **{flag: True})
     torch.manual_seed(0)
-    transformer = VideoVLATransformer(TINY_TEXT).eval()
-    inputs = _inputs(TINY_TEXT)
-    modulation = transformer.text_modulation
-    video, actions = transformer(**inputs, noisy_actions=_actions(TINY_TEXT))
-    transformer.text_modulation = None
-    stock_video, stock_actions = transformer(**inputs, noisy_actions=_actions(TINY_TEXT))
+    transformer = VideoVLATransformer(config).eval()
+    inputs = _inputs(config)
+    added = getattr(transformer, layer)
+    video, actions = transformer(**inputs, noisy_actions=_actions(config))
+    setattr(transformer, layer, None)
+    stock_video, stock_actions = transformer(**inputs, noisy_actions=_actions(config))
     assert torch.equal(video, stock_video) and torch.equal(actions, stock_actions)
 
-    transformer.text_modulation = modulation
-    perturb_text_modulation(transformer)
-    _, modulated_actions = transformer(**inputs, noisy_actions=_actions(TINY_TEXT))
-    assert not torch.allclose(modulated_actions, stock_actions, atol=1e-3)
+    setattr(transformer, layer, added)
+    perturb_added_layer(transformer, layer)
+    _, conditioned_actions = transformer(**inputs, noisy_actions=_actions(config))
+    assert not torch.allclose(conditioned_actions, stock_actions, atol=1e-3)
 
 
-def test_the_zero_initialised_modulation_learns_from_the_first_step():
+@ADDED_LAYERS
+def test_a_zero_initialised_added_layer_learns_from_the_first_step(layer, flag):
+    config = dataclasses.replace(TINY_TEXT, **{flag: True})
     torch.manual_seed(0)
-    transformer = VideoVLATransformer(TINY_TEXT)
-    _, actions = transformer(**_inputs(TINY_TEXT), noisy_actions=_actions(TINY_TEXT))
+    transformer = VideoVLATransformer(config)
+    _, actions = transformer(**_inputs(config), noisy_actions=_actions(config))
     actions.pow(2).mean().backward()
-    assert transformer.text_modulation is not None
-    assert transformer.text_modulation[-1].weight.grad.abs().sum() > 0
-    assert transformer.text_modulation[0].weight.grad.abs().sum() == 0  # nothing flows back through a zero layer
+    first, _, last = getattr(transformer, layer)
+    assert last.weight.grad.abs().sum() > 0
+    assert first.weight.grad.abs().sum() == 0  # nothing flows back through a zero layer
 
 
 def test_checkpoint_keeps_the_text_statistics_and_modulation_and_samples_identically(tmp_path, caplog):
     torch.manual_seed(0)
     model = VideoVLAModel(TINY_TEXT, text_normalizer=random_text_statistics()).eval()
-    perturb_text_modulation(model.transformer)
+    perturb_added_layer(model.transformer, "text_modulation")
     folder = model.save_pretrained(tmp_path / "checkpoint")
     assert (folder / TEXT_NORMALIZATION_NAME).is_file()
     loaded = VideoVLAModel.from_pretrained(folder)

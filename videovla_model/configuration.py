@@ -210,6 +210,10 @@ class LossConfig:
     image_dropout_prob: chance the conditioning image latent is zeroed.
     image_noise_log_mean / image_noise_log_std: the conditioning image gets Gaussian noise whose sigma is
         exp(N(mean, std)) (CogVideoX image-to-video training), so the model does not copy it pixel for pixel.
+    timestep_beta: training timesteps are t = floor(T * u) with u ~ Beta(timestep_beta, 1): 1 is uniform, larger
+        values train more on noisy timesteps, where little of the chunk is left in its noised copy and the
+        observation and instruction alone must decide where it goes (pi0 samples its flow time from a Beta that
+        favours noisy times for the same reason).
     """
 
     video_weight: float = 1.0
@@ -219,6 +223,7 @@ class LossConfig:
     image_dropout_prob: float = 0.05
     image_noise_log_mean: float = -3.0
     image_noise_log_std: float = 0.5
+    timestep_beta: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("video_weight", "action_weight"):
@@ -229,11 +234,22 @@ class LossConfig:
             _require(0.0 <= value < 1.0, f"loss.{name}", value, "a probability in [0, 1)")
         _require(self.image_noise_log_std >= 0, "loss.image_noise_log_std", self.image_noise_log_std, ">= 0")
         _require(
+            math.isfinite(self.timestep_beta) and self.timestep_beta >= 1.0,
+            "loss.timestep_beta",
+            self.timestep_beta,
+            "a number >= 1 (1 samples timesteps uniformly)",
+        )
+        _require(
             self.action_weight > 0 or (self.use_video_loss and self.video_weight > 0),
             "loss.action_weight",
             self.action_weight,
             "> 0 when the video loss is off or has weight 0 (otherwise nothing is trained)",
         )
+
+
+# Conditioning layers a trained model can grow (`VideoVLAModel.with_added_conditioning`): each starts with a zero
+# output, so the grown model acts exactly as the trained one until it is trained further.
+ADDABLE_CONDITIONING = ("text_modulation", "instruction_mixes_observation")
 
 
 @dataclass(frozen=True)
@@ -257,6 +273,11 @@ class VideoVLAConfig:
     text_modulation: the mean-pooled instruction embedding also modulates every token, through a small learned MLP
         whose output is added to the timestep embedding (as SD3 adds its pooled text vector), so the instruction
         can re-weight image features in every block instead of only being attended to; its output starts at zero.
+    instruction_mixes_observation: the mean-pooled instruction embedding also generates a per-instruction 1 x 1
+        mixing of the observation latent's channels (latent += M(instruction) @ latent at every latent pixel, M from
+        a small MLP whose output starts at zero), as RT-1 conditions its image encoder on language: the named
+        object's colour can then stand out in the tokens the blocks attend to, so finding it needs no
+        instruction-dependent attention pattern.
     """
 
     name: str = "custom"
@@ -275,6 +296,7 @@ class VideoVLAConfig:
     normalize_condition: bool = False
     normalize_text: bool = False
     text_modulation: bool = False
+    instruction_mixes_observation: bool = False
     rotation_convention: str = ROTATION_CONVENTION
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
@@ -340,7 +362,7 @@ class VideoVLAConfig:
             self.attention_mode,
             "'bidirectional' or 'causal'",
         )
-        for name in ("normalize_condition", "normalize_text", "text_modulation"):
+        for name in ("normalize_condition", "normalize_text", "text_modulation", "instruction_mixes_observation"):
             _require(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
 
     # Derived sizes -------------------------------------------------------------------------------------------

@@ -71,16 +71,29 @@ class NoisedPair:
     timesteps: torch.Tensor
 
 
+def training_timesteps(
+    num_train_timesteps: int, batch: int, beta: float, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """(batch,) long timesteps t = floor(T * u), u ~ Beta(beta, 1) (beta 1: uniform over 0..T-1)."""
+    if beta == 1.0:
+        return randint(num_train_timesteps, (batch,), generator, device)
+    # Beta(beta, 1) has CDF u ** beta, so a uniform draw to the power 1 / beta is a Beta draw.
+    fractions = rand((batch,), generator, device).pow(1.0 / beta)
+    return (fractions * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
+
+
 def add_noise_pair(
     scheduler: Scheduler,
     video_latents: torch.Tensor,
     actions: torch.Tensor,
     generator: torch.Generator | None = None,
+    timestep_beta: float = 1.0,
 ) -> NoisedPair:
-    """Draws t ~ U{0..T-1} per sample and noises video (B, F, C, h, w) and actions (B, R, D) with that same t."""
+    """Draws one t per sample (`training_timesteps`) and noises video (B, F, C, h, w) and actions (B, R, D) with
+    that same t."""
     batch = video_latents.shape[0]
     device = video_latents.device
-    timesteps = randint(scheduler.config.num_train_timesteps, (batch,), generator, device)
+    timesteps = training_timesteps(scheduler.config.num_train_timesteps, batch, timestep_beta, generator, device)
     video_noise = randn_tensor(video_latents.shape, generator=generator, device=device, dtype=video_latents.dtype)
     action_noise = randn_tensor(actions.shape, generator=generator, device=device, dtype=actions.dtype)
     return NoisedPair(

@@ -44,7 +44,7 @@ from videovla_model.condition_normalization import (
     TEXT_NORMALIZATION_NAME,
     ConditionNormalizer,
 )
-from videovla_model.configuration import GuidanceTarget, SamplerName, VideoVLAConfig
+from videovla_model.configuration import ADDABLE_CONDITIONING, GuidanceTarget, SamplerName, VideoVLAConfig
 from videovla_model.diffusion import add_noise_pair, apply_guidance, build_scheduler, rand, sample_loop
 from videovla_model.normalization import NORMALIZATION_NAME, ActionNormalizer
 from videovla_model.text import (
@@ -93,6 +93,7 @@ _ARCHITECTURE_FIELDS = (
     "normalize_condition",
     "normalize_text",
     "text_modulation",
+    "instruction_mixes_observation",
     "transformer",
     "vae",
     "text",
@@ -437,7 +438,7 @@ class VideoVLAModel(nn.Module):
             image_latents = image_latents * keep_image[:, None, None, None, None].to(image_latents.dtype)
 
         actions = batch.actions.to(device=device, dtype=self.dtype)
-        noised = add_noise_pair(self.noise_scheduler, video_latents, actions, generator)
+        noised = add_noise_pair(self.noise_scheduler, video_latents, actions, generator, loss_config.timestep_beta)
         conditions = self.condition_latents(image_latents, video_latents.shape[1])
         video_pred, action_pred = self.transformer(
             torch.cat([noised.noisy_video, conditions], dim=2),
@@ -652,6 +653,34 @@ class VideoVLAModel(nn.Module):
             ),
         )
         return model.to(device=device, dtype=torch_dtype).eval()
+
+    def with_added_conditioning(self, flags: Sequence[str]) -> VideoVLAModel:
+        """This model with the conditioning layers `flags` names (any of `ADDABLE_CONDITIONING`, each off now)
+        switched on. The new layers' outputs start at zero, so the new model samples exactly as this one until it
+        is trained; it shares every other module and statistic with this one."""
+        unknown = [flag for flag in flags if flag not in ADDABLE_CONDITIONING]
+        if unknown:
+            raise ValueError(
+                f"cannot add {unknown}: the conditioning layers that can be added are {ADDABLE_CONDITIONING}"
+            )
+        already = [flag for flag in flags if getattr(self.config, flag)]
+        if already:
+            raise ValueError(f"cannot add {already}: this model has them already")
+        config = dataclasses.replace(self.config, **dict.fromkeys(flags, True))
+        transformer = VideoVLATransformer(config).to(device=self.device, dtype=self.dtype)
+        missing, unexpected = transformer.load_state_dict(self.transformer.state_dict(), strict=False)
+        added = {name for name in transformer.state_dict() if name not in self.transformer.state_dict()}
+        assert not unexpected and set(missing) == added, (missing, unexpected)
+        return VideoVLAModel(
+            config,
+            tokenizer=self.tokenizer,
+            text_encoder=self.text_encoder,
+            vae=self.vae,
+            transformer=transformer,
+            normalizer=self.normalizer,
+            condition_normalizer=self.condition_normalizer if config.normalize_condition else None,
+            text_normalizer=self.text_normalizer if config.normalize_text else None,
+        ).train(self.training)
 
     @classmethod
     def from_cogvideox(

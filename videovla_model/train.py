@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 
 from videovla_model.batch import TrainingBatch
 from videovla_model.condition_normalization import ConditionNormalizer
-from videovla_model.configuration import PRESETS, VideoVLAConfig
+from videovla_model.configuration import ADDABLE_CONDITIONING, PRESETS, VideoVLAConfig
 from videovla_model.data import (
     EpisodeWindowDataset,
     StepBatchSampler,
@@ -139,7 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="a diffusers CogVideoX image-to-video folder to initialise the backbone, VAE and T5 from "
         "(with --preset or --config)",
     )
+    model.add_argument(
+        "--add-conditioning",
+        nargs="+",
+        default=[],
+        choices=ADDABLE_CONDITIONING,
+        metavar="LAYER",
+        help=f"with --init-from: grow the checkpoint by these conditioning layers ({', '.join(ADDABLE_CONDITIONING)}), "
+        "which start at zero",
+    )
     model.add_argument("--no-video-loss", action="store_true", help="train on the action loss only (ablation)")
+    model.add_argument(
+        "--timestep-beta",
+        type=float,
+        help="sample training timesteps as T * Beta(value, 1): 1 is uniform, more trains more on noisy timesteps "
+        "(default: the model config's loss.timestep_beta)",
+    )
     model.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
 
     optim = parser.add_argument_group("optimisation")
@@ -192,6 +207,7 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
         model_config=args.model_config,
         init_from=args.init_from,
         init_cogvideox=args.init_cogvideox,
+        add_conditioning=tuple(args.add_conditioning),
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -208,6 +224,7 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
         seed=args.seed,
         num_workers=args.num_workers,
         video_loss=not args.no_video_loss,
+        timestep_beta=args.timestep_beta,
         frame_stride=args.frame_stride,
         latent_cache=args.latent_cache,
     )
@@ -315,7 +332,13 @@ class TrainingRun:
             model_config,
             time_step=1.0 / action_rate,
             video_frame_period=frame_stride / action_rate,
-            loss=dataclasses.replace(model_config.loss, use_video_loss=config.video_loss),
+            loss=dataclasses.replace(
+                model_config.loss,
+                use_video_loss=config.video_loss,
+                timestep_beta=(
+                    model_config.loss.timestep_beta if config.timestep_beta is None else config.timestep_beta
+                ),
+            ),
         )
         fitted = self.model.normalizer != VideoVLAModel.default_normalizer(self.model.config)
         if self.resume_from is not None:
@@ -458,7 +481,11 @@ class TrainingRun:
         if self.resume_from is not None:
             return VideoVLAModel.from_pretrained(self.resume_from)
         if config.init_from is not None:
-            return VideoVLAModel.from_pretrained(config.init_from)
+            model = VideoVLAModel.from_pretrained(config.init_from)
+            if config.add_conditioning:
+                logger.info("adding %s to the checkpoint (zero output: it starts as it was)", config.add_conditioning)
+                model = model.with_added_conditioning(config.add_conditioning)
+            return model
         model_config = (
             VideoVLAConfig.preset(config.preset)
             if config.preset is not None

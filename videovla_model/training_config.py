@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from videovla_model.configuration import ADDABLE_CONDITIONING
+
 TRAINING_CONFIG_NAME = "training_config.json"
 
 MixedPrecision = Literal["no", "bf16", "fp16"]
@@ -32,10 +34,13 @@ class TrainingConfig:
     """One `videovla-train` run.
 
     Exactly one of `preset`, `model_config`, `init_from` says what model is trained; `init_cogvideox` may add
-    pre-trained CogVideoX weights to a `preset` or `model_config`. `batch_size` is per process (the global batch
-    is batch_size * processes). `frame_stride` is recorded steps between video frames; None derives it from
-    the model's `video_frame_period` and the dataset's action rate. `latent_cache` is a folder for the frozen
-    VAE's posteriors of every training clip (`videovla_model.latent_cache`); None encodes clips at every step.
+    pre-trained CogVideoX weights to a `preset` or `model_config`; `add_conditioning` may grow an `init_from`
+    checkpoint by conditioning layers that start at zero (`VideoVLAModel.with_added_conditioning`).
+    `batch_size` is per process (the global batch is batch_size * processes). `frame_stride` is recorded steps
+    between video frames; None derives it from the model's `video_frame_period` and the dataset's action rate.
+    `latent_cache` is a folder for the frozen VAE's posteriors of every training clip
+    (`videovla_model.latent_cache`); None encodes clips at every step. `timestep_beta` replaces the model
+    config's `loss.timestep_beta` for this run (None keeps it).
     """
 
     dataset: str
@@ -44,6 +49,7 @@ class TrainingConfig:
     model_config: str | None = None
     init_from: str | None = None
     init_cogvideox: str | None = None
+    add_conditioning: tuple[str, ...] = ()
     steps: int = 15_000
     batch_size: int = 8
     lr: float = 1e-5
@@ -61,6 +67,7 @@ class TrainingConfig:
     seed: int = 0
     num_workers: int = 2
     video_loss: bool = True
+    timestep_beta: float | None = None
     frame_stride: int | None = None
     latent_cache: str | None = None
 
@@ -77,6 +84,17 @@ class TrainingConfig:
             )
         if self.init_from is not None and self.init_cogvideox is not None:
             raise ValueError("init_cogvideox cannot be combined with init_from (the checkpoint already has weights)")
+        object.__setattr__(self, "add_conditioning", tuple(self.add_conditioning))
+        if self.add_conditioning and self.init_from is None:
+            raise ValueError(
+                "add_conditioning needs init_from (a preset or model config switches conditioning layers on itself), "
+                f"got add_conditioning={list(self.add_conditioning)}"
+            )
+        unknown = [name for name in self.add_conditioning if name not in ADDABLE_CONDITIONING]
+        if unknown:
+            raise ValueError(f"add_conditioning must name layers among {ADDABLE_CONDITIONING}, got {unknown}")
+        if self.timestep_beta is not None and not (math.isfinite(self.timestep_beta) and self.timestep_beta >= 1.0):
+            raise ValueError(f"timestep_beta must be a number >= 1 (1 is uniform) or None, got {self.timestep_beta!r}")
         for name in ("steps", "batch_size", "save_every", "log_every"):
             _positive_int(name, getattr(self, name))
         if self.keep_checkpoints is not None:

@@ -16,6 +16,14 @@ With `config.text_modulation` the instruction also enters through the timestep e
 
 so every block's adaptive norms (video, text and action tokens alike) are modulated by the instruction.
 
+With `config.instruction_mixes_observation` the instruction also mixes the observation latent's channels before
+the patch embedding (C = latent channels, at every latent pixel of the conditioning frames):
+
+    observation += reshape(MLP(mean over tokens of the T5 embedding), (C, C)) @ observation   (MLP output starts at 0)
+
+Zero-padded frames and dropped images stay zero (there is no bias), and a model that has it starts out exactly
+as the same model without it.
+
 Sequence layout in every block: [text (L) | video (F * h/p * w/p) | actions (R)].
 attention_mode "causal" masks text and video queries from action keys, so actions never influence the video.
 """
@@ -131,6 +139,14 @@ class VideoVLATransformer(nn.Module):
             if config.text_modulation
             else None
         )
+        latent_channels = config.vae.latent_channels
+        self.observation_mixing = (
+            nn.Sequential(
+                nn.Linear(config.text.d_model, time_width), nn.SiLU(), nn.Linear(time_width, latent_channels**2)
+            )
+            if config.instruction_mixes_observation
+            else None
+        )
         self.gradient_checkpointing = False
         self.init_added_layers()
 
@@ -139,6 +155,8 @@ class VideoVLATransformer(nn.Module):
         layers: list[nn.Module] = [self.action_in, self.embodiment_embed, self.action_norm_out, self.action_proj_out]
         if self.text_modulation is not None:
             layers.append(self.text_modulation)
+        if self.observation_mixing is not None:
+            layers.append(self.observation_mixing)
         return layers
 
     @torch.no_grad()
@@ -159,12 +177,13 @@ class VideoVLATransformer(nn.Module):
         nn.init.zeros_(self.action_norm_out.norm.bias)
         nn.init.xavier_uniform_(self.action_proj_out.weight)
         nn.init.zeros_(self.action_proj_out.bias)
-        if self.text_modulation is not None:
-            first, _, last = self.text_modulation
-            nn.init.xavier_uniform_(first.weight)
-            nn.init.zeros_(first.bias)
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+        for mlp in (self.text_modulation, self.observation_mixing):
+            if mlp is not None:
+                first, _, last = mlp
+                nn.init.xavier_uniform_(first.weight)
+                nn.init.zeros_(first.bias)
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
     def enable_gradient_checkpointing(self) -> None:
         self.gradient_checkpointing = True
@@ -186,6 +205,16 @@ class VideoVLATransformer(nn.Module):
             raise ValueError(f"embodiment_ids must have shape ({batch},), got {tuple(embodiment_ids.shape)}")
         tokens = self.action_in(noisy_actions) + self.action_pos_embed[None].to(noisy_actions.dtype)
         return tokens + self.embodiment_embed(embodiment_ids)[:, None, :]
+
+    def mix_observation(self, hidden_states: torch.Tensor, pooled_text: torch.Tensor) -> torch.Tensor:
+        """(B, F, 2C, h, w) [noisy video | observation] + (B, text width) -> the same with the observation half
+        replaced by observation + M(instruction) @ observation (see the module docstring)."""
+        assert self.observation_mixing is not None  # only called when the config asks for it
+        channels = hidden_states.shape[2] // 2
+        mixing = self.observation_mixing(pooled_text).reshape(-1, channels, channels)
+        noisy, observation = hidden_states.split(channels, dim=2)
+        mixed = observation + torch.einsum("bij,bfjhw->bfihw", mixing.to(observation.dtype), observation)
+        return torch.cat([noisy, mixed], dim=2)
 
     def causal_attention_mask(
         self, text_tokens: int, video_tokens: int, action_tokens: int, device: torch.device
@@ -215,8 +244,11 @@ class VideoVLATransformer(nn.Module):
 
         time_features = backbone.time_proj(timestep).to(dtype=hidden_states.dtype)
         temb = backbone.time_embedding(time_features)
+        pooled_text = encoder_hidden_states.mean(dim=1)
         if self.text_modulation is not None:
-            temb = temb + self.text_modulation(encoder_hidden_states.mean(dim=1))
+            temb = temb + self.text_modulation(pooled_text)
+        if self.observation_mixing is not None:
+            hidden_states = self.mix_observation(hidden_states, pooled_text)
 
         tokens = backbone.embedding_dropout(backbone.patch_embed(encoder_hidden_states, hidden_states))
         text_length = encoder_hidden_states.shape[1]
