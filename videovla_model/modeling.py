@@ -667,10 +667,16 @@ class VideoVLAModel(nn.Module):
         if already:
             raise ValueError(f"cannot add {already}: this model has them already")
         config = dataclasses.replace(self.config, **dict.fromkeys(flags, True))
-        transformer = VideoVLATransformer(config).to(device=self.device, dtype=self.dtype)
-        missing, unexpected = transformer.load_state_dict(self.transformer.state_dict(), strict=False)
-        added = {name for name in transformer.state_dict() if name not in self.transformer.state_dict()}
+        with torch.device("meta"):
+            transformer = VideoVLATransformer(config)
+        # Every added layer gets its initialisation; the ones this model has are then replaced by copies of its own.
+        initialise_added_layers(transformer)
+        trained = {name: tensor.detach().clone() for name, tensor in self.transformer.state_dict().items()}
+        missing, unexpected = transformer.load_state_dict(trained, strict=False, assign=True)
+        added = {name for name in transformer.state_dict() if name not in trained}
         assert not unexpected and set(missing) == added, (missing, unexpected)
+        assert_materialized(transformer, f"VideoVLA transformer grown by {list(flags)}")
+        transformer = transformer.to(device=self.device, dtype=self.dtype)
         return VideoVLAModel(
             config,
             tokenizer=self.tokenizer,
@@ -715,14 +721,19 @@ class VideoVLAModel(nn.Module):
         state = {f"backbone.{name}": tensor for name, tensor in stock.items()}
         check_state_dict(transformer, state, f"CogVideoX transformer weights in {root / 'transformer'}", added_names)
         transformer.load_state_dict(state, strict=False, assign=True)
-        # The added layers were never loaded: give them real storage, then their initialisation.
-        for module in transformer.added_layers():
-            module.to_empty(device="cpu")
-        transformer.action_pos_embed = nn.Parameter(torch.empty(transformer.action_pos_embed.shape))
-        transformer.init_added_layers()
+        initialise_added_layers(transformer)  # they were never loaded
         assert_materialized(transformer, "VideoVLA transformer from CogVideoX")
         model = cls(config, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer)
         return model.to(device=device, dtype=torch_dtype)
+
+
+def initialise_added_layers(transformer: VideoVLATransformer) -> None:
+    """Gives a transformer built on the meta device real (CPU) storage for the layers VideoVLA adds to CogVideoX,
+    then their initialisation; the backbone is left as it is."""
+    for module in transformer.added_layers():
+        module.to_empty(device="cpu")
+    transformer.action_pos_embed = nn.Parameter(torch.empty(transformer.action_pos_embed.shape))
+    transformer.init_added_layers()
 
 
 def _check_statistics_shape(statistics: ConditionNormalizer, expected: tuple[int, ...], what: str, fields: str) -> None:
