@@ -6,6 +6,7 @@ import importlib.util
 import itertools
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -13,15 +14,29 @@ import pytest
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("MUJOCO_GL", "egl")
-_module_domains = itertools.count(int(os.environ["ROS_DOMAIN_ID"]))
+_domains = itertools.count(int(os.environ["ROS_DOMAIN_ID"]))
+
+
+@contextmanager
+def _next_ros_domain() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROS_DOMAIN_ID", str(1 + next(_domains) % 100))
+        yield
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ros_domain_per_module() -> Iterator[None]:
     """Each test module talks on its own DDS domain, so a participant an earlier module left behind (a process
     still shutting down, a killed one whose lease has not yet run out) cannot crowd or confuse its discovery."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROS_DOMAIN_ID", str(1 + next(_module_domains) % 100))
+    with _next_ros_domain():
+        yield
+
+
+@pytest.fixture
+def own_ros_domain() -> Iterator[None]:
+    """A DDS domain for this test alone: for a test that starts a node in its own process and finds it by name,
+    so no same-named node an earlier test of the module left on the module's domain can answer for it."""
+    with _next_ros_domain():
         yield
 
 

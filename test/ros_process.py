@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -76,4 +77,18 @@ def ros_context() -> Iterator[rclpy.context.Context]:
     try:
         yield context
     finally:
-        rclpy.try_shutdown(context=context)
+        shut_down(context)
+
+
+def shut_down(context: rclpy.context.Context) -> None:
+    """Shuts `context` down, then collects garbage so the DDS participants of contexts nobody references any
+    more go now.
+
+    rclpy keeps a shut-down context's participant until the context object is garbage-collected, and nodes,
+    executors and callbacks hold it in reference cycles; until then the participant still announces its nodes
+    and services. A later test on the same domain then meets zombie servers of the same name, and a client's
+    `wait_for_service` can stay false while the node it wants is up (seen in CI: 20 s; rmw_fastrtps wants the
+    graph's request readers and response writers of a service to be equal in number).
+    """
+    rclpy.try_shutdown(context=context)
+    gc.collect()

@@ -87,7 +87,7 @@ def peer() -> Iterator[Node]:
         executor.shutdown()
         spinner.join(timeout=10)
         node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        ros_process.shut_down(context)
 
 
 def call(node: Node, service_type: Any, name: str, request: Any) -> Any:
@@ -202,7 +202,7 @@ def test_every_yaml_key_is_a_declared_parameter_of_its_node(checkpoint):
         for node in nodes.values():
             node.destroy_node()
     finally:
-        rclpy.try_shutdown(context=context)
+        ros_process.shut_down(context)
 
 
 def test_sim_yaml_gives_the_bridge_the_simulated_controllers_workspace():

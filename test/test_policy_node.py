@@ -164,7 +164,7 @@ def running_policy(checkpoint: Path, activate: bool = True, **parameters: Any) -
         spinner.join(timeout=10)
         node.destroy_node()
         harness.peer.destroy_node()
-        rclpy.try_shutdown(context=context)
+        ros_process.shut_down(context)
 
 
 class RecordingPolicy:
@@ -494,7 +494,7 @@ def test_parameters_are_validated_with_the_field_and_allowed_values():
 
 
 # ---- the node's own process ---------------------------------------------------------------------------------
-def test_policy_node_main_serves_lifecycle_services_and_stops_on_sigint(checkpoint, tmp_path):
+def test_policy_node_main_serves_lifecycle_services_and_stops_on_sigint(checkpoint, tmp_path, own_ros_domain):
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState, GetState
 
@@ -550,4 +550,4 @@ def test_policy_node_main_serves_lifecycle_services_and_stops_on_sigint(checkpoi
         executor.shutdown()
         spinner.join(timeout=10)
         client_node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        ros_process.shut_down(context)
