@@ -148,6 +148,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
     source = VideoVLAModel.from_pretrained(args.checkpoint)
     config = source.config
+    if config.image_height != config.image_width:
+        parser.error(
+            f"the scenes are square; {args.checkpoint} takes {config.image_height}x{config.image_width} images"
+        )
     config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, use_video_loss=args.video_loss))
     model = VideoVLAModel(
         config,
@@ -162,10 +166,6 @@ def main() -> None:
     model.set_text_normalizer(ConditionNormalizer.fit(model.raw_prompt_embeddings(instructions)))
     model = model.to(args.device).train()
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=args.lr, weight_decay=0.0)
-    if config.image_height != config.image_width:
-        parser.error(
-            f"the scenes are square; {args.checkpoint} takes {config.image_height}x{config.image_width} images"
-        )
     size = config.image_height
     rng = np.random.default_rng(args.seed)
     held_out_rng = np.random.default_rng(EVAL_SEED)
