@@ -29,7 +29,9 @@ import torch
 
 from videovla_model.batch import TrainingBatch
 from videovla_model.condition_normalization import ConditionNormalizer
+from videovla_model.configuration import VideoVLAConfig
 from videovla_model.modeling import VideoVLAModel
+from videovla_model.processing import to_model_range
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (200, 40, 40),
@@ -82,12 +84,11 @@ def make_scene(rng: np.random.Generator, size: int, always_named: str | None = N
 
 def images_to_tensor(scenes: list[Scene]) -> torch.Tensor:
     """(B, 3, H, W) float32 in [-1, 1]."""
-    images = np.stack([scene.image for scene in scenes])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    images = to_model_range(np.stack([scene.image for scene in scenes]))
+    return torch.from_numpy(images).permute(0, 3, 1, 2)
 
 
-def training_batch(model: VideoVLAModel, scenes: list[Scene], action_scale: float) -> TrainingBatch:
-    c = model.config
+def training_batch(c: VideoVLAConfig, scenes: list[Scene], action_scale: float) -> TrainingBatch:
     observation = images_to_tensor(scenes)
     actions = torch.zeros(len(scenes), c.chunk_rows, c.action_dims)
     for row, scene in enumerate(scenes):
@@ -179,7 +180,7 @@ def main() -> None:
     recent_losses: list[float] = []
     for step in range(1, args.steps + 1):
         batch = training_batch(
-            model, [make_scene(rng, size, args.always_name) for _ in range(args.batch_size)], args.action_scale
+            config, [make_scene(rng, size, args.always_name) for _ in range(args.batch_size)], args.action_scale
         )
         output = model.compute_loss(batch.to(args.device), torch.Generator(args.device).manual_seed(step))
         optimizer.zero_grad()
