@@ -145,6 +145,7 @@ def running_policy(checkpoint: Path, activate: bool = True, **parameters: Any) -
     context = Context()
     rclpy.init(context=context)
     overrides = [Parameter("checkpoint", value=str(checkpoint))]
+    parameters.setdefault("execution_mode", "async")  # most tests want back-to-back chunks
     overrides += [Parameter(name, value=value) for name, value in parameters.items()]
     node = PolicyNode(context=context, parameter_overrides=overrides)
     harness = Harness(context, node)
@@ -253,11 +254,11 @@ def test_imagination_every_decodes_only_every_nth_chunk(checkpoint):
 
 # ---- lifecycle --------------------------------------------------------------------------------------------
 def test_lifecycle_configure_activate_deactivate_cleanup(checkpoint, capfd):
-    with running_policy(checkpoint, activate=False, inference_trigger="sometimes") as h:
+    with running_policy(checkpoint, activate=False, execution_mode="sometimes") as h:
         node = h.node
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert Logs(capfd).show("parameter inference_trigger must be one of ['continuous', 'request'], got 'sometimes'")
-        node.set_parameters([Parameter("inference_trigger", value="continuous")])
+        assert Logs(capfd).show("parameter execution_mode must be one of ['sync', 'async'], got 'sometimes'")
+        node.set_parameters([Parameter("execution_mode", value="async")])
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.policy is not None and node.diagnostics.gauge("policy_load_time") > 0
 
@@ -297,6 +298,12 @@ def test_configure_fails_with_a_clear_message_for_a_missing_checkpoint(tmp_path,
         assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert Logs(capfd).show("could not load checkpoint")
         assert h.node.policy is None
+        import torch
+
+        if not torch.cuda.is_available():  # the device is named, not the checkpoint blamed
+            h.node.set_parameters([Parameter("device", value="cuda:0")])
+            assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+            assert Logs(capfd).show("configure failed: parameter device: device 'cuda:0' is not available")
 
 
 # ---- bad inputs -------------------------------------------------------------------------------------------
@@ -373,8 +380,8 @@ def test_an_inference_failure_is_counted_fails_the_goal_and_the_node_keeps_servi
 
 
 # ---- triggers ---------------------------------------------------------------------------------------------
-def test_request_trigger_infers_once_per_request_on_a_frame_taken_after_it(checkpoint):
-    with running_policy(checkpoint, inference_trigger="request") as h:
+def test_sync_mode_infers_once_per_request_on_a_frame_taken_after_it(checkpoint):
+    with running_policy(checkpoint, execution_mode="sync") as h:
         h.instruction.publish(String(data="close the lid"))
         h.streaming = True
         h.connected(h.requests, "chunk_request")
@@ -438,7 +445,7 @@ def test_goal_can_be_cancelled_and_is_preempted_by_newer_goals_and_instructions(
 
 def test_bad_goals_are_rejected(checkpoint, capfd):
     logs = Logs(capfd)
-    with running_policy(checkpoint, activate=False) as h:
+    with running_policy(checkpoint, activate=False, max_instruction_length=16) as h:
         assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert not h.send_goal("wave").accepted  # configured but inactive
         assert logs.show("rejected execute_instruction goal: the policy node is not active")
@@ -446,7 +453,14 @@ def test_bad_goals_are_rejected(checkpoint, capfd):
         assert not h.send_goal("  ").accepted
         assert logs.show("goal instruction must be a non-empty string")
         assert not h.send_goal("wave", timeout=-1.0).accepted
-        assert (h.counter("rejected_goals"), h.counter("rejected_instructions")) == (3, 1)
+        assert not h.send_goal("w" * 100_000).accepted
+        assert logs.show("goal instruction is 100000 characters long, more than max_instruction_length=16")
+        h.instruction.publish(String(data="v" * 100_000))
+        assert logs.show("rejected instruction on 'instruction': instruction is 100000 characters long")
+        assert wait_for(lambda: h.counter("rejected_instructions") == 3)
+        logs.show("")
+        assert "v" * 200 not in logs.text and "w" * 200 not in logs.text  # no unbounded user text in the log
+        assert (h.counter("rejected_goals"), h.node.scheduler.instruction) == (4, "")
 
 
 def test_goal_times_out_or_fails_without_camera_images(checkpoint):
@@ -471,7 +485,14 @@ def test_parameters_are_validated_with_the_field_and_allowed_values():
     assert good.image_topic == "image_raw"
     assert dataclasses.replace(good, image_transport="compressed").image_topic == "image_raw/compressed"
     cases = {
-        "checkpoint": ("", "parameter checkpoint must name a checkpoint directory"),
+        "checkpoint": (
+            "",
+            "parameter checkpoint is empty: name a checkpoint directory with the launch argument "
+            "checkpoint:=/path/to/checkpoint (bringup --checkpoint), or under /**/videovla_policy: "
+            "ros__parameters: checkpoint: in the params file",
+        ),
+        "execution_mode": ("request", "parameter execution_mode must be one of ['sync', 'async'], got 'request'"),
+        "max_instruction_length": (0, "parameter max_instruction_length must be >= 1, got 0"),
         "image_transport": ("theora", "parameter image_transport must be one of ['raw', 'compressed'], got 'theora'"),
         "publish_imagination": (
             "sometimes",
@@ -543,6 +564,9 @@ def test_policy_node_main_serves_lifecycle_services_and_stops_on_sigint(checkpoi
         assert state() == "active"
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=WAIT) == 0, log.read_text()
+        output = log.read_text()
+        assert "Loading weights" not in output  # no progress bars in launch output
+        assert "never retrieved" not in output and "Traceback" not in output, output
     finally:
         if process.poll() is None:
             process.kill()
