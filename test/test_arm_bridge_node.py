@@ -63,14 +63,17 @@ def test_starts_disabled_ignores_chunks_and_refuses_enable_without_state(make_ha
     h.chunk_pub.publish(make_chunk(KNOWN_CHUNK, h.now_ns()))
     h.wait_counter("chunks_ignored_disabled", 1)
     refused = h.enable()
-    assert not refused.success and refused.message == "cannot enable: no robot state received yet"
+    assert not refused.success
+    assert refused.message == f"cannot enable: no robot state received yet on '{h.bridge.get_namespace()}/ee_pose'"
     assert h.snapshot(h.targets) == [] and h.snapshot(h.requests) == []
 
 
 def test_dry_run_streams_the_expected_targets_of_a_known_chunk(make_harness):
     # Speed limits out of the way (tested on their own): a tick delayed by a loaded CPU must sample the path,
     # not cut a corner.
-    h = make_harness(dry_run=True, mode="sync", blend_duration=0.0, max_linear_speed=5.0, max_angular_speed=50.0)
+    h = make_harness(
+        dry_run=True, execution_mode="sync", blend_duration=0.0, max_linear_speed=5.0, max_angular_speed=50.0
+    )
     wait_for(lambda: h.bridge._history.latest() is not None, 5.0, "robot state")
     response = h.enable()
     assert response.success, response.message
@@ -105,7 +108,7 @@ def _distance_to_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_commands_reach_the_pose_stream_backend_and_the_simulated_arm_follows(make_harness):
-    h = make_harness(mode="async", follow=True, latency_compensation=0.05)
+    h = make_harness(execution_mode="async", follow=True, latency_compensation=0.05)
     wait_for(lambda: h.bridge._history.latest() is not None, 5.0, "robot state")
     assert h.enable().success
     h.chunk_pub.publish(make_chunk(KNOWN_CHUNK, h.now_ns()))
@@ -133,7 +136,7 @@ def test_commands_reach_the_pose_stream_backend_and_the_simulated_arm_follows(ma
     ],
 )
 def test_bad_chunks_are_rejected_and_the_bridge_keeps_serving(make_harness, counter, msg_factory, reason):
-    h = make_harness(dry_run=True, mode="async", max_chunk_age=2.0)
+    h = make_harness(dry_run=True, execution_mode="async", max_chunk_age=2.0)
     h.wait_history(0.8)  # the late chunk's capture stamp must still be in the pose history
     assert h.enable().success
     h.chunk_pub.publish(msg_factory(h.now_ns()))
@@ -151,7 +154,11 @@ def _header(now_ns: int, frame_id: str) -> Header:
 
 def test_steps_are_clamped_and_targets_kept_in_the_workspace(make_harness):
     h = make_harness(
-        dry_run=True, mode="async", workspace_max=[0.32, 0.8, 1.0], max_step_translation=0.02, max_linear_speed=1.0
+        dry_run=True,
+        execution_mode="async",
+        workspace_max=[0.32, 0.8, 1.0],
+        max_step_translation=0.02,
+        max_linear_speed=1.0,
     )
     wait_for(lambda: h.bridge._history.latest() is not None, 5.0, "robot state")
     assert h.enable().success
@@ -166,7 +173,7 @@ def test_steps_are_clamped_and_targets_kept_in_the_workspace(make_harness):
 
 
 def test_chunk_silence_trips_the_watchdog_and_sync_mode_asks_again(make_harness):
-    h = make_harness(dry_run=True, mode="sync", chunk_watchdog=0.3)
+    h = make_harness(dry_run=True, execution_mode="sync", chunk_watchdog=0.3)
     wait_for(lambda: h.bridge._history.latest() is not None, 5.0, "robot state")
     assert h.enable().success
     h.wait_counter("watchdog_chunk_trips", 2, timeout=5.0)
@@ -176,7 +183,7 @@ def test_chunk_silence_trips_the_watchdog_and_sync_mode_asks_again(make_harness)
 
 
 def test_state_silence_stops_and_disables(make_harness):
-    h = make_harness(mode="async", state_watchdog=0.2)
+    h = make_harness(execution_mode="async", state_watchdog=0.2)
     wait_for(lambda: h.bridge._history.latest() is not None, 5.0, "robot state")
     assert h.enable().success
     h.publish_state = False
@@ -186,14 +193,18 @@ def test_state_silence_stops_and_disables(make_harness):
     h.wait_counter("chunks_ignored_disabled", 1)
 
 
+def _last_x(messages: list) -> float:
+    return positions(messages[-1:])[0, 0] if messages else float("nan")
+
+
 def test_estop_stops_latches_and_needs_release_and_enable(make_harness):
-    h = make_harness(mode="async", latency_compensation=0.05)
+    h = make_harness(execution_mode="async", latency_compensation=0.05)
     wait_for(lambda: h.bridge._history.latest() is not None, 5.0, "robot state")
     assert h.enable().success
     h.chunk_pub.publish(make_chunk(KNOWN_CHUNK, h.now_ns()))
     h.wait_counter("chunks_accepted", 1)
     # Moving (commands beyond x = 0.305), so the stop command (the measured, unmoved x = 0.3) stands out.
-    wait_for(lambda: positions(h.snapshot(h.commands)[-1:])[0, 0] > 0.305, 5.0, "streamed commands")
+    wait_for(lambda: _last_x(h.snapshot(h.commands)) > 0.305, 5.0, "streamed commands")
     h.estop_pub.publish(Bool(data=True))
     h.wait_counter("estop_events", 1)
     assert h.bridge.state is ArmState.ESTOPPED
@@ -211,7 +222,9 @@ def test_estop_stops_latches_and_needs_release_and_enable(make_harness):
 
 def test_async_chunk_switch_is_continuous_within_the_speed_limit(make_harness):
     speed = 0.15
-    h = make_harness(dry_run=True, mode="async", blend_duration=0.15, max_linear_speed=speed, latency_compensation=0.0)
+    h = make_harness(
+        dry_run=True, execution_mode="async", blend_duration=0.15, max_linear_speed=speed, latency_compensation=0.0
+    )
     wait_for(lambda: h.bridge._history.latest() is not None, 5.0, "robot state")
     assert h.enable().success
     along_x = np.zeros((6, 7))
@@ -237,7 +250,7 @@ def test_async_chunk_switch_is_continuous_within_the_speed_limit(make_harness):
 @pytest.mark.parametrize(
     ("parameters", "message"),
     [
-        ({"mode": "fast"}, "parameter mode must be one of ['sync', 'async'], got 'fast'"),
+        ({"execution_mode": "fast"}, "parameter execution_mode must be one of ['sync', 'async'], got 'fast'"),
         ({"backend": "ur5"}, "backend must be one of ['pose_stream', 'realman', 'servo', 'moveit_py'], got 'ur5'"),
         ({"workspace_min": [0.0, 0.0]}, "parameter workspace_min must be a list of 3 numbers"),
         ({"stream_rate_hz": "fast"}, "parameter stream_rate_hz must be a number, got 'fast'"),

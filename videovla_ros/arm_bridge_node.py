@@ -40,7 +40,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Bool, Header
@@ -51,7 +50,9 @@ from videovla_ros import qos
 from videovla_ros.action_chunk import ChunkRejectedError, TimedChunk, from_msg, ns_to_time
 from videovla_ros.backends import BackendParams, make_backend
 from videovla_ros.backends.base import pose_stamped
+from videovla_ros.chunk_admission import AdmissionLimits, BridgeState, ChunkRejection, plan_chunk
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
+from videovla_ros.execution_mode import DEFAULT_EXECUTION_MODE, EXECUTION_MODE_DESCRIPTION, check_execution_mode
 from videovla_ros.node_runner import run_node
 from videovla_ros.safety import (
     ArmState,
@@ -59,11 +60,7 @@ from videovla_ros.safety import (
     EnableStateMachine,
     SafetyLimits,
     Watchdog,
-    check_chunk_stamp,
-    clamp_steps,
-    clamp_to_workspace,
-    gripper_command,
-    in_workspace,
+    enable_preconditions,
     limit_speed,
 )
 from videovla_ros.trajectory import (
@@ -74,21 +71,13 @@ from videovla_ros.trajectory import (
     Motion,
     Pose,
     PoseHistory,
-    PoseLookupError,
     StreamStats,
-    Trajectory,
-    Waypoint,
-    apply_deltas,
-    drop_late,
     rotation_angle,
-    row_due_times_ns,
     settle,
-    switch_to,
 )
 
 NODE_NAME = "arm_bridge"
 REQUIRED_DIMS = (*DELTA_DIMS, GRIPPER_DIM)
-MODES = ("sync", "async")
 DIAGNOSTICS_PERIOD = 1.0
 # How long shutting down waits, per publisher, for subscribers to acknowledge the last commands (the stop) [s].
 STOP_DELIVERY_TIMEOUT = 0.5
@@ -102,7 +91,7 @@ _BACKEND = BackendParams()
 # name: (default, description). Declared in one place, read once at start.
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "backend": ("pose_stream", "arm backend: pose_stream | realman | servo | moveit_py"),
-    "mode": ("sync", "sync: request a chunk, execute its execute_rows, repeat; async: execute chunks as they come"),
+    "execution_mode": (DEFAULT_EXECUTION_MODE, EXECUTION_MODE_DESCRIPTION),
     "stream_rate_hz": (100.0, "rate of the streamed end-effector targets [Hz] (realman: at most 500)"),
     "dry_run": (False, "log the targets (and publish ~/target_pose) instead of commanding the arm"),
     "frame_id": (_BACKEND.frame_id, "base frame of chunks, targets and robot state"),
@@ -139,7 +128,7 @@ class BridgeConfig:
     """The bridge's parameters, checked; durations in s."""
 
     backend: str
-    mode: str
+    execution_mode: str
     stream_rate_hz: float
     dry_run: bool
     blend_duration: float
@@ -149,8 +138,7 @@ class BridgeConfig:
     backend_params: BackendParams
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"parameter mode must be one of {list(MODES)}, got {self.mode!r}")
+        check_execution_mode(self.execution_mode)
         if not (math.isfinite(self.stream_rate_hz) and self.stream_rate_hz > 0):
             raise ValueError(f"parameter stream_rate_hz must be > 0, got {self.stream_rate_hz}")
         for name in ("blend_duration", "latency_compensation"):
@@ -221,7 +209,7 @@ def config_from_parameters(values: dict[str, object]) -> BridgeConfig:
     )
     return BridgeConfig(
         backend=_text("backend", values["backend"]),
-        mode=_text("mode", values["mode"]),
+        execution_mode=_text("execution_mode", values["execution_mode"]),
         stream_rate_hz=number["stream_rate_hz"],
         dry_run=_flag("dry_run", values["dry_run"]),
         blend_duration=number["blend_duration"],
@@ -261,9 +249,16 @@ class ArmBridgeNode(Node):
         self._last_sample_ns: int | None = None
         self._last_gripper: float | None = None
         self._last_capture_ns: int | None = None
-        self._request_due_ns: int | None = None
+        self._request_ns: int | None = None  # stamp of the outstanding chunk request (sync)
+        self._request_due_ns: int | None = None  # sync: when the executed rows are done
         self._speed_limited = False
         self._period_ns = round(NANOSECONDS_PER_SECOND / self.config.stream_rate_hz)
+        self._admission_limits = AdmissionLimits(
+            safety=limits,
+            frame_id=self.config.backend_params.frame_id,
+            blend_duration=self.config.blend_duration,
+            latency_compensation=self.config.latency_compensation,
+        )
 
         self.backend = make_backend(self.config.backend, self, self.config.backend_params)
         self.backend.add_state_callback(self._on_state)
@@ -274,16 +269,16 @@ class ArmBridgeNode(Node):
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos.ACTION_CHUNK)
         self.create_subscription(Bool, "estop", self._on_estop, qos.SAFETY)
         self.create_service(SetBool, "~/enable", self._on_enable)
-        # The stream must not wait behind chunk processing or service calls: its own group.
-        self._stream_timer = self.create_timer(
-            1.0 / self.config.stream_rate_hz, self._on_stream_tick, MutuallyExclusiveCallbackGroup()
-        )
+        # One thread runs every callback (node_runner: a SingleThreadedExecutor costs a fraction of the CPU of a
+        # multi-threaded one at 100 Hz); chunk admission and service calls take well under a stream period.
+        self._stream_timer = self.create_timer(1.0 / self.config.stream_rate_hz, self._on_stream_tick)
+        self._stream_timer.cancel()  # runs only while enabled (_start / _halt)
         self.create_timer(DIAGNOSTICS_PERIOD, self._publish_diagnostics)
-        self._book.set("mode", self.config.mode)
+        self._book.set("execution_mode", self.config.execution_mode)
         self._book.set("state", self._machine.state.value)
         self._book.set_status(DiagnosticStatus.WARN, self._machine.reason)
         self.get_logger().info(
-            f"arm bridge ready: backend {self.config.backend}, mode {self.config.mode}, "
+            f"arm bridge ready: backend {self.config.backend}, execution_mode {self.config.execution_mode}, "
             f"{self.config.stream_rate_hz:g} Hz{', DRY RUN' if self.config.dry_run else ''}; DISABLED until ~/enable"
         )
 
@@ -299,7 +294,10 @@ class ArmBridgeNode(Node):
         with self._lock:
             if request.data:
                 was_enabled = self._machine.enabled
-                decision = self._machine.request_enable(self._enable_preconditions(now_ns))
+                preconditions = enable_preconditions(
+                    self._history.latest(), now_ns, self.config.limits, self.backend.state_topic
+                )
+                decision = self._machine.request_enable(preconditions)
                 if decision.allowed and not was_enabled:
                     self._start(now_ns)
                 elif not decision.allowed:
@@ -349,106 +347,39 @@ class ArmBridgeNode(Node):
     # ---- chunk -> motion --------------------------------------------------------------------------------
 
     def _admit(self, chunk: TimedChunk, now_ns: int) -> None:
-        """Runs every chunk rule and installs the chunk's motion (caller holds the lock)."""
-        limits, prefix = self.config.limits, f"chunk {chunk.sequence}"
-        if chunk.frame_id != self.config.backend_params.frame_id:
-            self._reject(
-                "frame",
-                f"{prefix}: frame_id {chunk.frame_id!r} differs from the bridge's frame_id "
-                f"{self.config.backend_params.frame_id!r}",
-                now_ns,
-            )
+        """Runs chunk admission (videovla_ros.chunk_admission) and installs the plan (caller holds the lock)."""
+        state = BridgeState(self._history, self._motion, self._last_capture_ns, self._request_ns)
+        plan = plan_chunk(chunk, state, now_ns, self.config.execution_mode, self._admission_limits)
+        if isinstance(plan, ChunkRejection):
+            self._reject(plan.kind, plan.reason, now_ns, plan.request_again)
             return
-        if self.config.mode == "sync" and self._request_due_ns is not None:
-            self._reject(
-                "busy",
-                f"{prefix}: arrived while the previous chunk's execute_rows are still running (sync mode executes "
-                "one requested chunk at a time; use mode async for overlapping chunks)",
-                now_ns,
-            )
-            return
-        timing = check_chunk_stamp(chunk.capture_time_ns, now_ns, self._last_capture_ns, limits)
-        if not timing.allowed:
-            self._reject("timing", f"{prefix}: {timing.reason}", now_ns)
-            return
-        try:
-            anchor = self._history.lookup(chunk.capture_time_ns)
-        except PoseLookupError as error:
-            self._reject("no_pose", f"{prefix}: no end-effector pose at the capture stamp: {error}", now_ns)
-            return
-
-        rows = chunk.execute_rows if self.config.mode == "sync" else chunk.rows
-        deltas = np.stack([chunk.column(name) for name in DELTA_DIMS], axis=1)[:rows]
-        deltas, step_reasons = clamp_steps(deltas, limits)
-        self._count_and_log("rows_step_clamped", prefix, step_reasons)
-        targets, workspace_reasons = [], []
-        for row, target in enumerate(apply_deltas(anchor, deltas)):
-            clamped, reason = clamp_to_workspace(target, limits)
-            targets.append(clamped)
-            if reason is not None:
-                workspace_reasons.append(f"row {row}: {reason}")
-        self._count_and_log("rows_workspace_clamped", prefix, workspace_reasons)
-        grippers, gripper_reasons = [], []
-        for row, value in enumerate(chunk.column(GRIPPER_DIM)[:rows]):
-            command, reason = gripper_command(float(value), limits)
-            grippers.append(command)
-            if reason is not None:
-                gripper_reasons.append(f"row {row}: {reason}")
-        self._count_and_log("rows_gripper_clipped", prefix, gripper_reasons)
-
-        offset = (
-            (now_ns - chunk.capture_time_ns) / NANOSECONDS_PER_SECOND
-            if self.config.mode == "sync"
-            else self.config.latency_compensation
-        )
-        due = row_due_times_ns(chunk.capture_time_ns, chunk.time_step, rows, offset)
-        waypoints = [
-            Waypoint(due_ns=int(t), pose=pose, gripper=g, row=i)
-            for i, (t, pose, g) in enumerate(zip(due, targets, grippers, strict=True))
-        ]
-        kept, late = drop_late(waypoints, now_ns)
-        if late:
-            self._book.count("rows_dropped_late", len(late))
-        if not kept:
-            self._reject(
-                "late",
-                f"{prefix}: all {len(late)} rows are already due (the last was due "
-                f"{(now_ns - late[-1].due_ns) / 1e9:.3f} s ago); a policy this slow needs mode sync or "
-                "latency_compensation",
-                now_ns,
-            )
-            return
-
-        start = self._motion.sample(now_ns) if self._motion is not None else anchor
-        trajectory = Trajectory(start_ns=now_ns, start=start, waypoints=tuple(kept))
-        blend_ns = round(self.config.blend_duration * NANOSECONDS_PER_SECOND)
-        self._motion = switch_to(self._motion or Hold(start, now_ns), trajectory, now_ns, blend_ns)
+        prefix = f"chunk {chunk.sequence}"
+        for counter, reasons in plan.clamps:
+            self._book.count(counter, len(reasons))
+            self.get_logger().warning(f"{prefix}: " + "; ".join(reasons))
+        if plan.late_rows:
+            self._book.count("rows_dropped_late", plan.late_rows)
+        self._motion = plan.motion
         self._last_capture_ns = chunk.capture_time_ns
         self._chunk_watchdog.feed(now_ns)
-        if self.config.mode == "sync":
-            self._request_due_ns = kept[-1].due_ns
+        self._request_ns, self._request_due_ns = None, plan.next_request_ns
         self._book.count("chunks_accepted")
         self._book.set("last_chunk_age_s", (now_ns - chunk.capture_time_ns) / NANOSECONDS_PER_SECOND)
         if self.config.dry_run:
-            for waypoint in kept:
+            for waypoint in plan.waypoints:
                 self.get_logger().info(
                     f"dry run: {prefix} row {waypoint.row} due in {(waypoint.due_ns - now_ns) / 1e9:+.3f} s -> "
                     f"position {np.round(waypoint.pose.position, 5).tolist()} quaternion(wxyz) "
                     f"{np.round(waypoint.pose.quaternion, 5).tolist()} gripper {waypoint.gripper:g}"
                 )
 
-    def _reject(self, kind: str, reason: str, now_ns: int) -> None:
-        """Counts and logs a refused chunk; in sync mode an idle, enabled bridge asks for another one."""
+    def _reject(self, kind: str, reason: str, now_ns: int, request_again: bool = False) -> None:
+        """Counts and logs a refused chunk; a refused answer to the outstanding request (sync) is asked again."""
         self._book.count(f"chunks_rejected_{kind}")
         self._book.set("last_rejection", reason)
         self.get_logger().warning(f"rejected {reason}")
-        if self.config.mode == "sync" and self._machine.enabled and self._request_due_ns is None:
+        if request_again and self._machine.enabled:
             self._publish_request(now_ns)
-
-    def _count_and_log(self, counter: str, prefix: str, reasons: list[str]) -> None:
-        if reasons:
-            self._book.count(counter, len(reasons))
-            self.get_logger().warning(f"{prefix}: " + "; ".join(reasons))
 
     # ---- streaming --------------------------------------------------------------------------------------
 
@@ -513,53 +444,44 @@ class ArmBridgeNode(Node):
             self._publish_request(now_ns)
 
     def _on_chunk_silence(self, decision: Decision, now_ns: int) -> None:
-        """A silent policy: hold where the command is now; sync mode asks again (the request may be lost)."""
+        """A silent policy: hold where the command is now; sync mode asks again (the request may be lost). The
+        first trip of a silence is logged; repeats while the policy stays silent are only counted."""
         self._book.count("watchdog_chunk_trips")
         hold = self._last_command or (self._motion.sample(now_ns) if self._motion is not None else None)
         if hold is not None:
             self._motion = Hold(hold, now_ns, self._last_gripper)
         self._request_due_ns = None
-        self.get_logger().warning(f"{decision.reason}: holding position")
-        if self.config.mode == "sync":
+        if self._chunk_watchdog.silences == 1:
+            self.get_logger().warning(f"{decision.reason}: holding position until a chunk arrives")
+        if self.config.execution_mode == "sync":
             self._publish_request(now_ns)
 
     def _publish_request(self, now_ns: int) -> None:
         self._request_pub.publish(Header(stamp=ns_to_time(now_ns), frame_id=self.config.backend_params.frame_id))
+        self._request_ns = now_ns
         self._book.count("chunk_requests")
         # Silence is measured from the request: the policy has chunk_watchdog seconds to answer.
-        self._chunk_watchdog.feed(now_ns)
+        self._chunk_watchdog.restart(now_ns)
 
     # ---- state changes ----------------------------------------------------------------------------------
-
-    def _enable_preconditions(self, now_ns: int) -> list[Decision]:
-        latest = self._history.latest()
-        if latest is None:
-            return [Decision.deny("no robot state received yet")]
-        stamp_ns, pose = latest
-        age = (now_ns - stamp_ns) / NANOSECONDS_PER_SECOND
-        fresh = (
-            Decision.allow()
-            if age <= self.config.limits.state_watchdog
-            else Decision.deny(f"robot state is {age:.3f} s old (state_watchdog {self.config.limits.state_watchdog} s)")
-        )
-        inside = in_workspace(pose.position, self.config.limits)
-        return [fresh, Decision(inside.allowed, f"end-effector {inside.reason}")]
 
     def _start(self, now_ns: int) -> None:
         """Newly enabled: hold the measured pose, then (sync) ask for the first chunk (caller holds the lock)."""
         latest = self._history.latest()
-        assert latest is not None  # guaranteed by _enable_preconditions
+        assert latest is not None  # guaranteed by enable_preconditions
         self._motion = Hold(latest[1], now_ns)
         self._last_command, self._last_sample_ns, self._last_gripper = None, None, None
-        self._last_capture_ns, self._request_due_ns = None, None
+        self._last_capture_ns, self._request_ns, self._request_due_ns = None, None, None
         self._stats.reset()
+        self._stream_timer.reset()
         self._chunk_watchdog.feed(now_ns)
-        if self.config.mode == "sync":
+        if self.config.execution_mode == "sync":
             self._publish_request(now_ns)
 
     def _halt(self) -> None:
         """Forget the motion and stop the arm (caller holds the lock)."""
-        self._motion, self._last_command, self._request_due_ns = None, None, None
+        self._motion, self._last_command, self._request_ns, self._request_due_ns = None, None, None, None
+        self._stream_timer.cancel()
         self._chunk_watchdog.disarm()
         if self.config.dry_run:
             self.get_logger().info("dry run: stop")
@@ -613,7 +535,7 @@ class ArmBridgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(ArmBridgeNode, NODE_NAME, args)
+    run_node(ArmBridgeNode, NODE_NAME, args, num_threads=1)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from geometry_msgs.msg import Pose as PoseMsg
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
+from rclpy.subscription import Subscription
 
 from videovla_ros.action_chunk import ns_to_time
 from videovla_ros.trajectory import Pose
@@ -75,11 +76,17 @@ class ArmBackend(ABC):
     """
 
     name = ""
+    state_subscription: Subscription  # the robot state's subscription, created by each backend
 
     def __init__(self, node: Node, params: BackendParams) -> None:
         self.node = node
         self.params = params
         self._state_callbacks: list[StateCallback] = []
+
+    @property
+    def state_topic(self) -> str:
+        """The fully resolved topic the robot state comes from (for messages that say what is missing)."""
+        return self.state_subscription.topic_name
 
     def add_state_callback(self, callback: StateCallback) -> None:
         self._state_callbacks.append(callback)

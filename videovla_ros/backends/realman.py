@@ -62,7 +62,9 @@ class RealmanBackend(ArmBackend):
         self._gripper = node.create_publisher(Gripperset, f"{prefix}/set_gripper_position_cmd", qos.COMMAND)
         self._stop_type = Bool if params.stop_message_type == "bool" else Empty
         self._stop = node.create_publisher(self._stop_type, f"{prefix}/move_stop_cmd", qos.COMMAND)
-        node.create_subscription(PoseMsg, f"{prefix}/udp_arm_position", self._on_arm_position, qos.ROBOT_STATE)
+        self.state_subscription = node.create_subscription(
+            PoseMsg, f"{prefix}/udp_arm_position", self._on_arm_position, qos.ROBOT_STATE
+        )
 
     def _on_arm_position(self, msg: PoseMsg) -> None:
         try:
