@@ -33,8 +33,9 @@ from std_srvs.srv import SetBool
 from videovla_msgs.msg import ActionChunk
 from videovla_ros import qos
 from videovla_ros.action_chunk import ns_to_time, time_to_ns
-from videovla_ros.bringup import default_params_file, parse_args, sim_params_file
+from videovla_ros.bringup import parse_args
 from videovla_ros.image_conversion import rgb_to_image_msg
+from videovla_ros.launch_plan import default_params_file, sim_params_file
 
 WAIT = 30.0
 REPO = Path(__file__).resolve().parent.parent
@@ -132,13 +133,11 @@ def test_namespaced_policy_loads_the_yaml_autostarts_serves_and_stops_on_sigterm
         peer() as node,
     ):
         assert wait_for(lambda: active(node, "/robot1/videovla_policy")), log.read_text()
-        values = parameters(
-            node, "/robot1/videovla_policy", ["checkpoint", "inference_trigger", "imagination_max_width"]
-        )
+        values = parameters(node, "/robot1/videovla_policy", ["checkpoint", "execution_mode", "imagination_max_width"])
         # From the YAML through its /**/ key (2048; the node's own default is 0) and from the command line.
         assert values == {
             "checkpoint": str(checkpoint),
-            "inference_trigger": "continuous",
+            "execution_mode": "async",
             "imagination_max_width": 2048,
         }
         chunks: list[ActionChunk] = []
@@ -161,20 +160,22 @@ def test_namespaced_policy_loads_the_yaml_autostarts_serves_and_stops_on_sigterm
 
 def test_bridge_gets_its_overrides_and_sigint_stops_everything(checkpoint, tmp_path):
     log = tmp_path / "bringup.log"
-    args = ("--checkpoint", str(checkpoint), "--backend", "pose_stream", "--dry-run", "--execution-mode", "sync")
+    # No --execution-mode and a params file without it: both nodes still agree (they share one default).
+    args = ("--checkpoint", str(checkpoint), "--backend", "pose_stream", "--dry-run")
     with bringup(*args, log=log) as process, peer() as node:
-        values = parameters(node, "arm_bridge", ["backend", "dry_run", "mode", "realman_prefix", "workspace_min"])
+        bridge = ["backend", "dry_run", "execution_mode", "realman_prefix", "workspace_min"]
+        values = parameters(node, "arm_bridge", bridge)
         assert values == {
             "backend": "pose_stream",
             "dry_run": True,
-            "mode": "sync",
+            "execution_mode": "sync",
             "realman_prefix": "/rm_driver",
             "workspace_min": [-0.8, -0.8, 0.0],  # realman.yaml's box: config/sim.yaml only comes with --sim
         }
         state = call(node, GetState, "videovla_policy/get_state", GetState.Request()).current_state.label
         assert state == "unconfigured"  # no --autostart
-        policy = parameters(node, "videovla_policy", ["inference_trigger"])
-        assert policy == {"inference_trigger": "request"}
+        policy = parameters(node, "videovla_policy", ["execution_mode"])
+        assert policy == {"execution_mode": "sync"}
         stop(process, signal.SIGINT, log)
 
 
@@ -244,5 +245,6 @@ def test_options_are_checked():
     assert default_params_file().name == "realman.yaml" and default_params_file().is_file()
     with pytest.raises(SystemExit):
         parse_args(["--sim", "--backend", "realman"])
+    assert parse_args(["--sim"]).choices.sim
     with pytest.raises(SystemExit):
         parse_args(["--params-file", str(REPO / "no_such.yaml")])

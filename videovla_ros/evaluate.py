@@ -57,7 +57,6 @@ import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.context import Context
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -70,7 +69,6 @@ from videovla_msgs.msg import ActionChunk, VideoClip
 from videovla_ros import qos
 from videovla_ros.action_chunk import time_to_ns
 from videovla_ros.arm_bridge_node import ArmBridgeNode
-from videovla_ros.bringup import EXECUTION_MODES, default_params_file, sim_params_file
 from videovla_ros.evaluation_report import (
     EpisodeResult,
     FrameTimeline,
@@ -83,7 +81,10 @@ from videovla_ros.evaluation_report import (
     write_gif,
     write_report,
 )
+from videovla_ros.execution_mode import EXECUTION_MODES
 from videovla_ros.image_conversion import image_msg_to_rgb
+from videovla_ros.launch_plan import default_params_file, sim_params_file
+from videovla_ros.node_runner import make_executor
 from videovla_ros.policy_node import EXECUTOR_THREADS, PolicyNode
 from videovla_sim.tasks import TASK_FAMILIES, sample_episode
 
@@ -312,7 +313,7 @@ class SimulatedSystem:
         ros_args = ["--params-file", params_file, "--params-file", str(sim_params_file())]
         rclpy.init(args=["videovla-eval", "--ros-args", *ros_args], context=self.context)
         common = {"namespace": config.namespace, "context": self.context}
-        self.executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 4, context=self.context)
+        self.executor = make_executor(EXECUTOR_THREADS + 4, context=self.context)
         self.nodes: list[Node] = []
         self.sim: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
@@ -340,7 +341,7 @@ class SimulatedSystem:
         c = self.config
         return [
             Parameter("checkpoint", value=c.checkpoint),
-            Parameter("inference_trigger", value=EXECUTION_MODES[c.mode]),
+            Parameter("execution_mode", value=c.mode),
             Parameter("num_inference_steps", value=c.num_inference_steps),
             Parameter("guidance_scale", value=c.guidance_scale),
             Parameter("publish_imagination", value="auto"),
@@ -352,7 +353,7 @@ class SimulatedSystem:
         # such chunks are late but not stale.
         parameters = [
             Parameter("backend", value="pose_stream"),
-            Parameter("mode", value=self.config.mode),
+            Parameter("execution_mode", value=self.config.mode),
             Parameter("max_chunk_age", value=self.config.max_chunk_age),
             # The sim's controller interpolates between targets at its own 100 Hz. A 100 Hz stream timer in the
             # same Python process as the physics thread and the policy starves both (measured: the simulated arm

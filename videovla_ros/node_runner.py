@@ -36,6 +36,7 @@ from typing import Protocol, runtime_checkable
 
 import rclpy
 from rclpy._rclpy_pybind11 import InvalidHandle
+from rclpy.context import Context
 from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -103,18 +104,18 @@ class QuietShutdownExecutor(MultiThreadedExecutor):
         return finished
 
 
-def make_executor(num_threads: int | None) -> Executor:
+def make_executor(num_threads: int | None, context: Context | None = None) -> Executor:
     """One thread (num_threads == 1): rclpy's EventsExecutor where it exists (Jazzy on), which waits in C++,
     else a SingleThreadedExecutor; otherwise a QuietShutdownExecutor (None: as many threads as CPUs)."""
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     if num_threads != 1:
-        return QuietShutdownExecutor(num_threads=num_threads)
+        return QuietShutdownExecutor(num_threads=num_threads, context=context)
     try:
         from rclpy.experimental import EventsExecutor
     except ImportError:  # Humble
-        return SingleThreadedExecutor()
-    return EventsExecutor()
+        return SingleThreadedExecutor(context=context)
+    return EventsExecutor(context=context)
 
 
 def spin_until_shutdown(executor: Executor, nodes: Sequence[Node]) -> None:
