@@ -1,7 +1,8 @@
 """CPU use of an idle arm bridge, and that its stream keeps its rate (issue: an idle bridge used half a core).
 
 BENCHMARK HARNESS: starts the real arm bridge node in its own process (pose_stream backend, as
-benchmarks/bridge_timing.py does) with a simulated arm publishing ee_pose at 100 Hz in this process, and measures
+benchmarks/bridge_timing.py does) with a simulated arm publishing ee_pose at --state-rate Hz in this process (the
+simulated arm of `sim:=true` reports at 50 Hz, rm_driver at up to 200 Hz), and measures
 the bridge process's CPU time (user + system, from /proc/<pid>/stat) over --duration seconds in two phases:
   disabled  started, robot state arriving, not enabled (nothing streamed)
   holding   enabled, no chunks: the bridge streams the held pose on ~/target_pose at stream_rate_hz
@@ -58,13 +59,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--rate", type=float, default=100.0, help="the bridge's stream_rate_hz")
+    parser.add_argument("--state-rate", type=float, default=100.0, help="rate of the simulated arm's ee_pose [Hz]")
     options = parser.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
     rclpy.init()
     scenario = Scenario("idle", "sync", 0.0, send_chunks=False)
     bridge = start_bridge(scenario, options.rate)
-    harness = Harness(scenario, policy_latency=1.0)
+    harness = Harness(scenario, policy_latency=1.0, state_rate=options.state_rate)
     executor = SingleThreadedExecutor()
     executor.add_node(harness)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -77,7 +79,10 @@ def main() -> None:
         enable(harness)
         time.sleep(1.0)
         holding = measure(bridge.pid, harness, options.duration)
-        print(f"bridge_idle_cpu: stream_rate_hz {options.rate:g}, {options.duration:g} s per phase, {os.cpu_count()} CPUs")
+        print(
+            f"bridge_idle_cpu: stream_rate_hz {options.rate:g}, ee_pose {options.state_rate:g} Hz, "
+            f"{options.duration:g} s per phase, {os.cpu_count()} CPUs"
+        )
         for name, (cpu, rate) in (("disabled", disabled), ("holding", holding)):
             print(f"  {name:9s} CPU {cpu:5.1f} % of a core, ~/target_pose {rate:6.1f} Hz")
     finally:

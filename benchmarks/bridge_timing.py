@@ -53,7 +53,7 @@ class Scenario:
 class Harness(Node):
     """Simulated arm + simulated policy + measurement, all talking to the bridge over DDS."""
 
-    def __init__(self, scenario: Scenario, policy_latency: float) -> None:
+    def __init__(self, scenario: Scenario, policy_latency: float, state_rate: float = 100.0) -> None:
         super().__init__("bench_harness", namespace=NAMESPACE)
         self.scenario, self.policy_latency = scenario, policy_latency
         self.lock = threading.Lock()
@@ -73,7 +73,7 @@ class Harness(Node):
         self.create_subscription(Header, "chunk_request", self._on_request, qos.COMMAND)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.enable_client = self.create_client(SetBool, "arm_bridge/enable")
-        self.create_timer(0.01, self._publish_state)
+        self.create_timer(1.0 / state_rate, self._publish_state)
 
     def _publish_state(self) -> None:
         with self.lock:
@@ -139,7 +139,7 @@ def start_bridge(scenario: Scenario, rate: float) -> subprocess.Popen[str]:
         "-r",
         f"__ns:={NAMESPACE}",
         "-p",
-        f"mode:={scenario.mode}",
+        f"execution_mode:={scenario.mode}",
         "-p",
         f"stream_rate_hz:={rate}",
         "-p",

@@ -46,5 +46,5 @@ def test_an_unavailable_device_is_named():
         check_device("gpu0")
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
-        with pytest.raises(DeviceUnavailableError, match="device 'cuda:0' is not available: .*use device 'cpu'"):
+        with pytest.raises(DeviceUnavailableError, match=r"device 'cuda:0' is not available: .*use device 'cpu'"):
             check_device("cuda:0")

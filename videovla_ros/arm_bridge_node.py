@@ -20,12 +20,16 @@ Services:
 Parameters: see PARAMETERS below (all read-only; restart the node to change them).
 Shutdown: Ctrl-C or SIGTERM while enabled stops the arm through the backend before the node goes away.
 
+Admission: which chunks run and how is decided by videovla_ros.chunk_admission.plan_chunk (pure); this node
+holds the lock, logs, counts and publishes. Every callback runs on one thread (main(): an EventsExecutor where
+rclpy has one); the stream timer runs only while enabled.
+
 Timing: T_{-1} (the anchor of a chunk's deltas) is the end-effector pose at the chunk's header.stamp, looked
 up in the robot state history; row i is due at header.stamp + offset + (i + 1) * time_step (videovla_ros.
 trajectory). In async mode offset = latency_compensation (0: strictly time aligned; rows already due are
 dropped), and each new chunk is blended into the current motion. In sync mode the arm stood still while the
 policy inferred, so the schedule starts at the chunk's arrival (offset = arrival - stamp), only execute_rows
-rows are executed, and the next chunk is requested when they are done.
+rows of the answer to the outstanding request are executed, and the next chunk is requested when they are done.
 """
 
 from __future__ import annotations

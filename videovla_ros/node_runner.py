@@ -69,6 +69,8 @@ def _request_shutdown(signum: int, frame: FrameType | None) -> None:
 def init_ros(args: Sequence[str] | None) -> None:
     """rclpy.init without rclpy's signal handlers; Ctrl-C and SIGTERM ask for a clean shutdown, and so does the
     death of the parent process (see the module docstring)."""
+    # Read by transformers when the policy first imports it: no weight-loading progress bars in node output.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     rclpy.init(args=None if args is None else list(args), signal_handler_options=SignalHandlerOptions.NO)
     _shutdown_requested.clear()
     for handled in SHUTDOWN_SIGNALS:

@@ -37,7 +37,6 @@ inference; deactivate stops publishing chunks and fails a running goal; cleanup 
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -667,8 +666,6 @@ class PolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    # transformers reads this when first imported (by load_policy): no weight-loading progress bars in launch output.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     run_node(PolicyNode, "videovla_policy", args, num_threads=EXECUTOR_THREADS)
 
 
