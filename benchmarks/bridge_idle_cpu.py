@@ -5,7 +5,7 @@ benchmarks/bridge_timing.py does) with a simulated arm publishing ee_pose at --s
 simulated arm of `sim:=true` reports at 50 Hz, rm_driver at up to 200 Hz), and measures
 the bridge process's CPU time (user + system, from /proc/<pid>/stat) over --duration seconds in two phases:
   disabled  started, robot state arriving, not enabled (nothing streamed)
-  holding   enabled, no chunks: the bridge streams the held pose on ~/target_pose at stream_rate_hz
+  holding   enabled, no chunks: the bridge streams the held pose to the arm (target_pose) at stream_rate_hz
 CPU is in % of one core; the stream rate is measured at the subscriber.
 
 Run: scripts/with_env.sh python benchmarks/bridge_idle_cpu.py [--duration 10] [--rate 100]
@@ -34,7 +34,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(pid: int, harness: Harness, duration: float) -> tuple[float, float]:
-    """(CPU % of one core, ~/target_pose messages per second) over `duration` s."""
+    """(CPU % of one core, target_pose commands per second) over `duration` s."""
     with harness.lock:
         before_messages = len(harness.arrivals)
     before_cpu, start = cpu_seconds(pid), time.monotonic()
@@ -84,7 +84,7 @@ def main() -> None:
             f"{options.duration:g} s per phase, {os.cpu_count()} CPUs"
         )
         for name, (cpu, rate) in (("disabled", disabled), ("holding", holding)):
-            print(f"  {name:9s} CPU {cpu:5.1f} % of a core, ~/target_pose {rate:6.1f} Hz")
+            print(f"  {name:9s} CPU {cpu:5.1f} % of a core, target_pose {rate:6.1f} Hz")
     finally:
         harness.running = False
         executor.shutdown(timeout_sec=5.0)

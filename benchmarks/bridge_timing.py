@@ -7,8 +7,8 @@ BENCHMARK HARNESS, not part of the system: it starts the real arm bridge node in
     chunk: in sync mode it answers each chunk_request that much later, with the request's stamp as the
     capture stamp; in async mode it publishes back to back, each chunk stamped --policy-latency seconds
     before its publication (when its image would have been captured).
-Measured at the subscriber (this process): the rate and period jitter of the bridge's ~/target_pose stream,
-and the fraction of time the commanded pose stands still after the first chunk (the arm is idle).
+Measured at the subscriber (this process): the rate and period jitter of the pose commands the bridge streams
+(target_pose), and the fraction of time the commanded pose stands still after the first chunk (the arm is idle).
 
 Run: scripts/with_env.sh python benchmarks/bridge_timing.py [--duration 12] [--rate 100]
 """
@@ -61,7 +61,7 @@ class Harness(Node):
         self.arm.header.frame_id = "base_link"
         self.arm.pose.position.x, self.arm.pose.position.y, self.arm.pose.position.z = START
         self.arm.pose.orientation.w = 1.0
-        self.arrivals: list[tuple[float, np.ndarray]] = []  # (monotonic s, position) of each ~/target_pose
+        self.arrivals: list[tuple[float, np.ndarray]] = []  # (monotonic s, position) of each streamed command
         self.first_chunk_at: float | None = None
         self.sequence = 0
         self.bridge_gauges: dict[str, str] = {}
@@ -69,7 +69,6 @@ class Harness(Node):
         self.state_pub = self.create_publisher(PoseStamped, "ee_pose", qos.ROBOT_STATE)
         self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", qos.ACTION_CHUNK)
         self.create_subscription(PoseStamped, "target_pose", self._on_command, qos.COMMAND)
-        self.create_subscription(PoseStamped, "arm_bridge/target_pose", self._on_target, qos.COMMAND)
         self.create_subscription(Header, "chunk_request", self._on_request, qos.COMMAND)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.enable_client = self.create_client(SetBool, "arm_bridge/enable")
@@ -82,12 +81,9 @@ class Harness(Node):
         self.state_pub.publish(msg)
 
     def _on_command(self, msg: PoseStamped) -> None:
-        with self.lock:
-            self.arm = msg
-
-    def _on_target(self, msg: PoseStamped) -> None:
         p = msg.pose.position
         with self.lock:
+            self.arm = msg
             self.arrivals.append((time.monotonic(), np.array([p.x, p.y, p.z])))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:

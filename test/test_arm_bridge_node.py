@@ -148,6 +148,10 @@ def test_bad_chunks_are_rejected_and_the_bridge_keeps_serving(make_harness, coun
     assert h.bridge.state is ArmState.ENABLED
 
 
+def _last_x(messages: list) -> float:
+    return positions(messages[-1:])[0, 0] if messages else float("nan")
+
+
 def _header(now_ns: int, frame_id: str) -> Header:
     return Header(stamp=ns_to_time(now_ns), frame_id=frame_id)
 
@@ -168,7 +172,7 @@ def test_steps_are_clamped_and_targets_kept_in_the_workspace(make_harness):
     h.wait_counter("chunks_accepted", 1)
     assert h.counter("rows_step_clamped") == 6
     assert h.counter("rows_workspace_clamped") == 5
-    wait_for(lambda: abs(positions(h.snapshot(h.targets)[-1:])[0, 0] - 0.32) < 1e-9, 5.0, "the target at the wall")
+    wait_for(lambda: abs(_last_x(h.snapshot(h.targets)) - 0.32) < 1e-9, 5.0, "the target at the wall")
     assert positions(h.snapshot(h.targets))[:, 0].max() <= 0.32 + 1e-12
 
 
@@ -191,10 +195,6 @@ def test_state_silence_stops_and_disables(make_harness):
     assert h.bridge.state is ArmState.DISABLED
     h.chunk_pub.publish(make_chunk(KNOWN_CHUNK, h.now_ns()))
     h.wait_counter("chunks_ignored_disabled", 1)
-
-
-def _last_x(messages: list) -> float:
-    return positions(messages[-1:])[0, 0] if messages else float("nan")
 
 
 def test_estop_stops_latches_and_needs_release_and_enable(make_harness):

@@ -66,7 +66,7 @@ def test_realman_streams_cartepos_moves_the_gripper_and_stops(context, fake_driv
         f"/{next(_names)}",
         publish_state=False,
         backend="realman",
-        mode="async",
+        execution_mode="async",
         latency_compensation=0.05,
         stop_message_type=fake_driver,
     )
