@@ -5,7 +5,9 @@ Every field is validated in `__post_init__`, and every error names the field, th
 so a bad YAML or JSON file fails at load time instead of deep inside a forward pass.
 
 Presets (`VideoVLAConfig.preset(name)`):
-    "cogvideox-5b": the paper's model (CogVideoX-5B image-to-video DiT, T5-v1.1-XXL, the CogVideoX VAE).
+    "cogvideox-5b": the paper's model (CogVideoX-5B image-to-video DiT, T5-v1.1-XXL, the CogVideoX VAE), with the
+        public VideoVLA code's positional table, rotary grid, action head, zero unconditional text, 100 embodiments
+        and dynamic guidance.
     "small": a CPU-trainable model for the simulated arm's default checkpoint (a few MB).
     "tiny": trains and samples on 2 CPU cores in seconds; for tests.
 """
@@ -32,6 +34,8 @@ AttentionMode = Literal["bidirectional", "causal"]
 SamplerName = Literal["ddim", "dpm"]
 GuidanceTarget = Literal["video_and_actions", "actions", "video"]
 TokenizerKind = Literal["t5", "byt5"]
+RotaryGrid = Literal["resized_crop", "integer"]
+UnconditionalText = Literal["empty_prompt", "zeros"]
 
 
 def _require(condition: bool, field_name: str, value: object, allowed: str) -> None:
@@ -49,6 +53,17 @@ class TransformerConfig:
 
     sample_height / sample_width are in latent pixels and only set the base grid of the 3D rotary table
     (CogVideoX-5B was trained at 60 x 90 latents; other grids are mapped onto it as diffusers' pipeline does).
+
+    The public VideoVLA (SAT code) differs from diffusers' CogVideoX in four places, each a field here (the
+    defaults are diffusers' behaviour; the "cogvideox-5b" preset follows VideoVLA):
+    learned_positional_embeddings: a learned table (1, text length + train latent frames * h/p * w/p, width) is
+        added to the text and video tokens before the blocks (diffusers' `use_learned_positional_embeddings` of
+        the image-to-video model), sliced to the sequence length.
+    rotary_grid: "resized_crop" places the latent grid on the sample_height x sample_width grid as diffusers'
+        pipelines do (rows at 0, 1.875, ... for 16 rows on 30); "integer" uses positions 0..N-1 as VideoVLA does.
+    action_final_norm: the action tokens also pass the backbone's final LayerNorm (as every token does in
+        VideoVLA) before the action head's own adaptive norm.
+    action_norm_eps: epsilon of the action head's norm; None uses norm_eps (VideoVLA: 1e-6).
     """
 
     num_layers: int = 42
@@ -64,6 +79,10 @@ class TransformerConfig:
     timestep_activation_fn: str = "silu"
     spatial_interpolation_scale: float = 1.875
     temporal_interpolation_scale: float = 1.0
+    learned_positional_embeddings: bool = False
+    rotary_grid: RotaryGrid = "resized_crop"
+    action_final_norm: bool = False
+    action_norm_eps: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "num_attention_heads", "attention_head_dim", "time_embed_dim", "patch_size"):
@@ -76,6 +95,20 @@ class TransformerConfig:
             "transformer.attention_head_dim",
             self.attention_head_dim,
             "a multiple of 16 (the 3D rotary table splits it into time/height/width parts)",
+        )
+        for name in ("learned_positional_embeddings", "action_final_norm"):
+            _require(isinstance(getattr(self, name), bool), f"transformer.{name}", getattr(self, name), "true or false")
+        _require(
+            self.rotary_grid in ("resized_crop", "integer"),
+            "transformer.rotary_grid",
+            self.rotary_grid,
+            "'resized_crop' or 'integer'",
+        )
+        _require(
+            self.action_norm_eps is None or (isinstance(self.action_norm_eps, float) and 0 < self.action_norm_eps < 1),
+            "transformer.action_norm_eps",
+            self.action_norm_eps,
+            "null (use norm_eps) or a number in (0, 1)",
         )
 
     @property
@@ -160,6 +193,8 @@ class DiffusionConfig:
     """The v-prediction, zero-terminal-SNR schedule (CogVideoX's public scheduler config) and sampling defaults.
 
     guidance_target: which outputs classifier-free guidance applies to; the other uses the conditional pass.
+    dynamic_guidance: the guidance scale follows the public CogVideoX / VideoVLA schedule
+        (`diffusion.dynamic_guidance_scale`, exponent dynamic_guidance_exponent) instead of staying constant.
     """
 
     num_train_timesteps: int = 1000
@@ -171,9 +206,19 @@ class DiffusionConfig:
     num_inference_steps: int = 10
     guidance_scale: float = 6.0
     guidance_target: GuidanceTarget = "video_and_actions"
+    dynamic_guidance: bool = False
+    dynamic_guidance_exponent: int = 5
 
     def __post_init__(self) -> None:
         _positive_int("diffusion.num_train_timesteps", self.num_train_timesteps)
+        _require(
+            isinstance(self.dynamic_guidance, bool),
+            "diffusion.dynamic_guidance",
+            self.dynamic_guidance,
+            "true or false",
+        )
+        # An integer exponent keeps the schedule real for the negative bases it meets (see dynamic_guidance_scale).
+        _positive_int("diffusion.dynamic_guidance_exponent", self.dynamic_guidance_exponent)
         _require(
             0 < self.beta_start < self.beta_end < 1,
             "diffusion.beta_start/beta_end",
@@ -206,7 +251,8 @@ class DiffusionConfig:
 class LossConfig:
     """Loss weights and the training-time corruptions that make inference-time guidance possible.
 
-    text_dropout_prob: chance an instruction is replaced by "" (the unconditional prompt used by guidance).
+    text_dropout_prob: chance an instruction is replaced by the unconditional text (`unconditional_text`), which is
+        what guidance contrasts with.
     image_dropout_prob: chance the conditioning image latent is zeroed.
     image_noise_log_mean / image_noise_log_std: the conditioning image gets Gaussian noise whose sigma is
         exp(N(mean, std)) (CogVideoX image-to-video training), so the model does not copy it pixel for pixel.
@@ -273,6 +319,9 @@ class VideoVLAConfig:
     text_modulation: the mean-pooled instruction embedding also modulates every token, through a small learned MLP
         whose output is added to the timestep embedding (as SD3 adds its pooled text vector), so the instruction
         can re-weight image features in every block instead of only being attended to; its output starts at zero.
+    unconditional_text: what the transformer sees for a dropped instruction (training) and in the unconditional
+        pass of guidance: "empty_prompt" is T5("") as in diffusers' CogVideoX pipelines, "zeros" a zero embedding
+        as in the public VideoVLA.
     instruction_mixes_observation: the mean-pooled instruction embedding also generates a per-instruction 1 x 1
         mixing of the observation latent's channels (latent += M(instruction) @ latent at every latent pixel, M from
         a small MLP whose output starts at zero), as RT-1 conditions its image encoder on language: the named
@@ -297,6 +346,7 @@ class VideoVLAConfig:
     normalize_text: bool = False
     text_modulation: bool = False
     instruction_mixes_observation: bool = False
+    unconditional_text: UnconditionalText = "empty_prompt"
     rotation_convention: str = ROTATION_CONVENTION
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
@@ -364,6 +414,12 @@ class VideoVLAConfig:
         )
         for name in ("normalize_condition", "normalize_text", "text_modulation", "instruction_mixes_observation"):
             _require(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
+        _require(
+            self.unconditional_text in ("empty_prompt", "zeros"),
+            "unconditional_text",
+            self.unconditional_text,
+            "'empty_prompt' or 'zeros'",
+        )
 
     # Derived sizes -------------------------------------------------------------------------------------------
 
@@ -468,7 +524,16 @@ def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
 
 
 PRESETS: dict[str, VideoVLAConfig] = {
-    "cogvideox-5b": VideoVLAConfig(name="cogvideox-5b"),
+    # The public VideoVLA (SAT code and videovla_config.yaml) where it differs from diffusers' CogVideoX.
+    "cogvideox-5b": VideoVLAConfig(
+        name="cogvideox-5b",
+        num_embodiments=100,
+        unconditional_text="zeros",
+        transformer=TransformerConfig(
+            learned_positional_embeddings=True, rotary_grid="integer", action_final_norm=True, action_norm_eps=1e-6
+        ),
+        diffusion=DiffusionConfig(dynamic_guidance=True),
+    ),
     "small": VideoVLAConfig(
         name="small",
         image_height=64,
