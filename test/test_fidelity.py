@@ -154,7 +154,7 @@ def test_from_cogvideox_without_a_table_starts_it_at_zero_with_a_warning_and_ref
         VideoVLAModel.from_cogvideox(tmp_path / "small_grid", FAITHFUL)
 
 
-def _sat_rotary(head_dim: int, frames: int, rows: int, columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sat_rotary(head_dim: int, frames: int, rows: int, columns: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The public VideoVLA rotary table: integer positions per axis, theta 10000, a quarter of each head for time
     and three eighths each for rows and columns, every frequency used for two neighbouring channels."""
 
@@ -178,7 +178,7 @@ def _sat_rotary(head_dim: int, frames: int, rows: int, columns: int) -> tuple[to
 def test_the_5b_rotary_positions_are_the_public_integer_grid_not_diffusers_resized_crop():
     cos, sin = rotary_embedding(FIVE_B, 13, FIVE_B.latent_height, FIVE_B.latent_width, CPU)
     assert cos.shape == (13 * 16 * 16, 64)
-    want_cos, want_sin = _sat_rotary(64, 13, 16, 16)
+    want_cos, want_sin = sat_rotary(64, 13, 16, 16)
     torch.testing.assert_close(cos, want_cos, atol=1e-5, rtol=0)
     torch.testing.assert_close(sin, want_sin, atol=1e-5, rtol=0)
     cropped = dataclasses.replace(
