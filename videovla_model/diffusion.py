@@ -17,7 +17,7 @@ import torch
 from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from videovla_model.configuration import DiffusionConfig, SamplerName
+from videovla_model.component_configs import DiffusionConfig, SamplerName
 
 Scheduler = CogVideoXDDIMScheduler | CogVideoXDPMScheduler
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from videovla_model.configuration import GuidanceTarget, SamplerName
+from videovla_model.component_configs import GuidanceTarget, SamplerName
 from videovla_model.diffusion import DenoiseFn, apply_guidance, build_scheduler, dynamic_guidance_scale, sample_loop
 
 if TYPE_CHECKING:
