@@ -307,3 +307,31 @@ def test_the_sampler_state_stays_float32_when_the_model_runs_in_bfloat16(sampler
     in_bfloat16, reference = run(torch.bfloat16), run(torch.float32)
     assert in_bfloat16[0].dtype == in_bfloat16[1].dtype == torch.float32
     assert torch.equal(in_bfloat16[0], reference[0]) and torch.equal(in_bfloat16[1], reference[1])
+
+
+def test_a_compiled_transformer_samples_as_the_eager_one_and_keeps_its_checkpoint_names(tmp_path):
+    torch.manual_seed(0)
+    model = VideoVLAModel(TINY).eval()
+    image = torch.zeros(1, 3, *TINY.image_size)
+    eager = model.sample(image, ["open the drawer"], generator=torch.Generator().manual_seed(0))
+    names = list(model.state_dict())
+    # The "eager" backend runs TorchDynamo's capture without a C++ toolchain; on a GPU the default is inductor.
+    model.speed_up_inference(compile_transformer=True, compile_backend="eager")
+    compiled = model.sample(image, ["open the drawer"], generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(compiled.actions, eager.actions)
+    assert list(model.state_dict()) == names
+    reloaded = VideoVLAModel.from_pretrained(model.save_pretrained(tmp_path / "compiled"))
+    assert list(reloaded.state_dict()) == names
+
+
+def test_tf32_is_switched_on_process_wide_only_when_asked():
+    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    model = VideoVLAModel(TINY)
+    try:
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        model.speed_up_inference()
+        assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+        model.speed_up_inference(tf32=True)
+        assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == ("tf32",) * 2
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = before
