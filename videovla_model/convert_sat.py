@@ -139,6 +139,9 @@ def load_model_states(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(module, dict):
         keys = sorted(saved)[:_MAX_LISTED] if isinstance(saved, dict) else type(saved).__name__
         raise ValueError(f"{path} has no 'module' dict (a DeepSpeed model-states file); it holds {keys}")
+    not_tensors = [f"{name} ({type(value).__name__})" for name, value in module.items() if not torch.is_tensor(value)]
+    if not_tensors:
+        raise ValueError(f"{path}: 'module' entries that are not tensors: {_listed(not_tensors)}")
     return module
 
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class SampleOutput:
-    """actions: (B, R, D) normalised to [-1, 1]; video_latents: (B, F, C, h, w) (VAE-scaled);
+    """actions: (B, R, D) normalised to [-1, 1]; video_latents: (B, F, C, h, w) (VAE-scaled, float32);
     video: (B, 3, T, H, W) in [-1, 1] or None; timings: seconds per stage."""
 
     actions: torch.Tensor
@@ -55,11 +55,12 @@ class Guidance:
     def enabled(self) -> bool:
         return self.scale > 1.0
 
-    def scale_at(self, timestep: int) -> float:
-        """The scale used at the step of training timestep `timestep`."""
+    def scale_at(self, timestep: torch.Tensor) -> float:
+        """The scale used at the step of training timestep `timestep` (a 0-d or (B,) tensor of one value); only the
+        dynamic schedule reads it, so a constant scale never waits for the device."""
         if self.dynamic_exponent is None:
             return self.scale
-        return dynamic_guidance_scale(self.scale, timestep, self.steps, self.dynamic_exponent)
+        return dynamic_guidance_scale(self.scale, int(timestep.flatten()[0]), self.steps, self.dynamic_exponent)
 
 
 class _Stopwatch:
@@ -197,7 +198,7 @@ class SamplingMixin:
             assert action_out is not None  # actions were given, so the transformer returns their prediction
             if not guidance.enabled:
                 return video_out, action_out
-            scale = guidance.scale_at(int(t[0]))
+            scale = guidance.scale_at(t)
             video_uncond, video_cond = video_out.chunk(2)
             action_uncond, action_cond = action_out.chunk(2)
             return (
