@@ -267,30 +267,29 @@ class VideoVLATransformer(nn.Module):
         image_rotary_emb: RotaryEmbedding | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         backbone = self.backbone
-        batch, frames, channels, height, width = hidden_states.shape
+        batch, _, channels, _, _ = hidden_states.shape
         if channels != backbone.config.in_channels:
             raise ValueError(
                 f"hidden_states must have {backbone.config.in_channels} channels (noisy video latents + observation "
                 f"latent), got shape {tuple(hidden_states.shape)}"
             )
 
-        time_features = backbone.time_proj(timestep).to(dtype=hidden_states.dtype)
-        temb = backbone.time_embedding(time_features)
+        # 1. Timestep embedding (+ instruction modulation) and instruction mixing of the observation.
+        temb = backbone.time_embedding(backbone.time_proj(timestep).to(dtype=hidden_states.dtype))
         pooled_text = encoder_hidden_states.mean(dim=1)
         if self.text_modulation is not None:
             temb = temb + self.text_modulation(pooled_text)
         if self.observation_mixing is not None:
             hidden_states = self.mix_observation(hidden_states, pooled_text)
 
+        # 2. Text and video tokens (+ the learned positional table), then the action tokens after the video.
         tokens = backbone.patch_embed(encoder_hidden_states, hidden_states)
         if self.positional_embedding is not None:
             tokens = tokens + self.positional_slice(tokens.shape[1]).to(tokens.dtype)
         tokens = backbone.embedding_dropout(tokens)
         text_length = encoder_hidden_states.shape[1]
-        text = tokens[:, :text_length]
-        stream = tokens[:, text_length:]
+        text, stream = tokens[:, :text_length], tokens[:, text_length:]
         video_length = stream.shape[1]
-
         attention_kwargs: dict[str, Any] | None = None
         rotary = image_rotary_emb
         if noisy_actions is not None:
@@ -302,6 +301,7 @@ class VideoVLATransformer(nn.Module):
                 mask = self.causal_attention_mask(text_length, video_length, actions.shape[1], stream.device)
                 attention_kwargs = {"attention_mask": mask.expand(batch, -1, -1)}
 
+        # 3. The blocks.
         for block in backbone.transformer_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 stream, text = checkpoint(block, stream, text, temb, rotary, attention_kwargs, use_reentrant=False)
@@ -314,18 +314,32 @@ class VideoVLATransformer(nn.Module):
                     attention_kwargs=attention_kwargs,
                 )
 
+        # 4. The video and action heads.
+        return self.read_out(stream, video_length, temb, hidden_states.shape, noisy_actions is not None)
+
+    def read_out(
+        self,
+        stream: torch.Tensor,
+        video_length: int,
+        temb: torch.Tensor,
+        hidden_shape: torch.Size,
+        with_actions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, video_length [+ R], width) tokens after the blocks -> (video (B, F, C, h, w), actions (B, R, D) or
+        None), `hidden_shape` being the input (B, F, 2C, h, w)."""
+        backbone = self.backbone
+        action_final_norm = self.config.transformer.action_final_norm
         # LayerNorm is per token: normalising the video tokens alone or the whole stream gives the same video tokens.
-        final = backbone.norm_final(stream if self.config.transformer.action_final_norm else stream[:, :video_length])
+        final = backbone.norm_final(stream if action_final_norm else stream[:, :video_length])
         video = backbone.proj_out(backbone.norm_out(final[:, :video_length], temb=temb))
+        batch, frames, _, height, width = hidden_shape
         patch = backbone.config.patch_size
         video = video.reshape(batch, frames, height // patch, width // patch, -1, patch, patch)
         video = video.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
-
-        if noisy_actions is None:
+        if not with_actions:
             return video, None
-        action_tokens = (final if self.config.transformer.action_final_norm else stream)[:, video_length:]
-        action_out = self.action_proj_out(self.action_norm_out(action_tokens, temb=temb))
-        return video, action_out
+        action_tokens = (final if action_final_norm else stream)[:, video_length:]
+        return video, self.action_proj_out(self.action_norm_out(action_tokens, temb=temb))
 
 
 def _extend_with_identity(rotary: RotaryEmbedding, extra_tokens: int) -> RotaryEmbedding:
