@@ -20,7 +20,7 @@ from videovla_model import sampling
 from videovla_model.configuration import VideoVLAConfig
 from videovla_model.diffusion import build_scheduler, dynamic_guidance_scale, sample_loop
 from videovla_model.modeling import VideoVLAModel
-from videovla_model.transformer import VideoVLATransformer, rotary_embedding
+from videovla_model.transformer import VideoVLATransformer, positional_table_length, rotary_embedding
 
 TINY = VideoVLAConfig.preset("tiny")
 FIVE_B = VideoVLAConfig.preset("cogvideox-5b")
@@ -86,6 +86,7 @@ def test_the_5b_preset_follows_the_public_videovla_and_the_small_presets_keep_di
     assert (FIVE_B.unconditional_text, FIVE_B.num_embodiments) == ("zeros", 100)
     assert (FIVE_B.diffusion.dynamic_guidance, FIVE_B.diffusion.guidance_scale) == (True, 6.0)
     assert FIVE_B.diffusion.dynamic_guidance_exponent == 5
+    assert positional_table_length(FIVE_B) == 226 + 13 * 256  # the public table: (1, 226 + 13 * 256, 3072)
     for name in ("small", "tiny"):
         config = VideoVLAConfig.preset(name)
         t = config.transformer
