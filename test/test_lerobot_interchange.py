@@ -16,6 +16,7 @@ from videovla_model.action_convention import quaternion_to_matrix
 from videovla_model.contract import DEFAULT_ACTION_DIM_NAMES
 from videovla_model.episodes import EpisodeDataset, EpisodeWriter
 from videovla_model.importers import lerobot_format as fmt
+from videovla_model.importers.cli import export_main, import_main
 from videovla_model.importers.lerobot_actions import ActionConvention
 from videovla_model.importers.lerobot_export import export_lerobot
 from videovla_model.importers.lerobot_import import LeRobotImportOptions, import_lerobot
@@ -245,3 +246,12 @@ def test_export_refuses_an_existing_output_and_a_fractional_rate(dataset, export
     with pytest.raises(ConversionError, match=r"fps as an integer, action_rate_hz is 7\.5"):
         export_lerobot(odd, tmp_path / "odd_v3")
     assert not (tmp_path / "odd_v3").exists()
+
+
+def test_command_line_round_trip_and_refusal(dataset, tmp_path, capsys):
+    assert export_main(["lerobot", str(dataset), str(tmp_path / "v3"), "--robot-type", "videovla_sim"]) == 0
+    assert "2 episodes" in capsys.readouterr().out
+    assert import_main(["lerobot", str(tmp_path / "v3"), str(tmp_path / "back")]) == 0
+    assert len(EpisodeDataset(tmp_path / "back")) == 2
+    assert import_main(["lerobot", str(dataset), str(tmp_path / "not_lerobot")]) == 2
+    assert "meta/info.json is missing" in capsys.readouterr().err

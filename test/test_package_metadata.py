@@ -96,7 +96,7 @@ def test_every_import_is_declared():
             if rosdep_key is not None and rosdep_key not in exec_depends:
                 problems.append(f"{module} (in {sorted(files)}) needs <exec_depend>{rosdep_key}</exec_depend>")
             if PIP_NAMES.get(module, module).lower() not in model_requirements:
-                problems.append(f"{module} (in {sorted(files)}) is missing from requirements/model.txt, sim.txt or data.txt")
+                problems.append(f"{module} (in {sorted(files)}) is missing from requirements/*.txt")
         elif module in ros_packages or module == "rclpy":
             if module not in exec_depends:
                 problems.append(f"ROS package {module} (in {sorted(files)}) is not an exec_depend in package.xml")

@@ -12,6 +12,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from videovla_model.episodes import EpisodeDataset
+from videovla_model.importers.cli import import_main
 from videovla_model.importers.rosbag_import import EpisodeSplit, RosbagImportOptions, import_rosbag
 from videovla_model.importers.staging import ConversionError
 from videovla_sim import collect
@@ -225,3 +226,14 @@ def test_a_folder_that_is_not_a_bag_is_refused(tmp_path):
 def test_episode_split_rejects_bad_text(text):
     with pytest.raises(ValueError, match="--episode-split"):
         EpisodeSplit.parse(text)
+
+
+def test_command_line_prints_the_report(recording, tmp_path, capsys):
+    bag = write_bag(tmp_path / "bag", sim_events(recording, realman=True), StoragePlugin.MCAP)
+    arguments = ["rosbag", str(bag), str(tmp_path / "out"), "--image-topic", IMAGE, "--pose-topic", POSE]
+    arguments += ["--gripper-topic", GRIPPER, "--gripper-range", "0", str(GRIPPER_OPEN_M)]
+    assert import_main([*arguments, "--instruction", "pick up the red cube", "--episode-split", "gaps"]) == 0
+    out = capsys.readouterr().out
+    assert f"{POSE}: geometry_msgs/msg/Pose, stamps from bag log time" in out and "1 episodes" in out
+    assert import_main([*arguments, "--instruction", "again", "--max-gap", "0.05"]) == 2
+    assert f"stream '{IMAGE}': gap of 0.100 s" in capsys.readouterr().err
