@@ -22,6 +22,7 @@ from videovla_model.importers.lerobot_export import export_lerobot
 from videovla_model.importers.lerobot_import import LeRobotImportOptions, import_lerobot
 from videovla_model.importers.staging import ConversionError
 from videovla_model.importers.video import decode_video
+from videovla_model.train import main as train_main
 from videovla_sim import collect
 from videovla_sim.env import EnvConfig, TabletopEnv
 from videovla_sim.scene import SceneConfig
@@ -255,3 +256,10 @@ def test_command_line_round_trip_and_refusal(dataset, tmp_path, capsys):
     assert len(EpisodeDataset(tmp_path / "back")) == 2
     assert import_main(["lerobot", str(dataset), str(tmp_path / "not_lerobot")]) == 2
     assert "meta/info.json is missing" in capsys.readouterr().err
+
+
+def test_an_imported_lerobot_dataset_trains(exported, tmp_path):
+    import_lerobot(exported, tmp_path / "data")
+    arguments = ["--dataset", str(tmp_path / "data"), "--output", str(tmp_path / "run"), "--preset", "tiny"]
+    assert train_main([*arguments, "--steps", "1", "--batch-size", "2", "--num-workers", "0"]) == 0
+    assert (tmp_path / "run" / "final").is_dir()

@@ -15,6 +15,7 @@ from videovla_model.episodes import EpisodeDataset
 from videovla_model.importers.cli import import_main
 from videovla_model.importers.rosbag_import import EpisodeSplit, RosbagImportOptions, import_rosbag
 from videovla_model.importers.staging import ConversionError
+from videovla_model.train import main as train_main
 from videovla_sim import collect
 from videovla_sim.env import EnvConfig, TabletopEnv
 from videovla_sim.scene import SceneConfig
@@ -237,3 +238,11 @@ def test_command_line_prints_the_report(recording, tmp_path, capsys):
     assert f"{POSE}: geometry_msgs/msg/Pose, stamps from bag log time" in out and "1 episodes" in out
     assert import_main([*arguments, "--instruction", "again", "--max-gap", "0.05"]) == 2
     assert f"stream '{IMAGE}': gap of 0.100 s" in capsys.readouterr().err
+
+
+def test_an_imported_bag_trains(recording, tmp_path):
+    bag = write_bag(tmp_path / "bag", sim_events(recording, realman=True), StoragePlugin.SQLITE3)
+    import_rosbag(bag, tmp_path / "data", options())
+    arguments = ["--dataset", str(tmp_path / "data"), "--output", str(tmp_path / "run"), "--preset", "tiny"]
+    assert train_main([*arguments, "--steps", "1", "--batch-size", "2", "--num-workers", "0"]) == 0
+    assert (tmp_path / "run" / "final").is_dir()
