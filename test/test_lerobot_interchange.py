@@ -85,9 +85,13 @@ def test_export_writes_the_v3_layout(exported, dataset):
     assert camera["dtype"] == "video" and camera["shape"] == [64, 64, 3]
     assert camera["info"]["video.codec"] == "av1" and camera["info"]["video.pix_fmt"] == "yuv420p"
     assert info["features"]["frame_index"] == {"dtype": "int64", "shape": [1], "names": None}
+    state_names = ["x", "y", "z", "qw", "qx", "qy", "qz", "gripper"]
+    assert info["features"]["observation.state"] == {"dtype": "float32", "shape": [8], "names": state_names}
 
     data = pq.read_table(exported / "data/chunk-000/file-000.parquet")
-    assert set(data.column_names) == {"index", "episode_index", "frame_index", "timestamp", "task_index", "action"}
+    assert set(data.column_names) == {
+        *("index", "episode_index", "frame_index", "timestamp", "task_index", "action", "observation.state")
+    }
     assert data.schema.field("action").type == pa.list_(pa.float32(), 7)
     assert data["index"].to_pylist() == list(range(sum(lengths)))
     assert data["timestamp"].to_pylist()[: lengths[0] + 1] == pytest.approx([*np.arange(lengths[0]) / 10, 0.0])
@@ -135,7 +139,7 @@ def test_round_trip_keeps_actions_exactly_and_frames_within_codec_tolerance(expo
     assert errors.mean() < np.concatenate(shifted).mean()
 
 
-def _add_state_feature(root: Path, names: list[str], rows: np.ndarray, feature: str = "observation.state") -> None:
+def _add_state_feature(root: Path, names: list[str], rows: np.ndarray, feature: str) -> None:
     """Adds a float32 vector feature to an exported dataset (data column + info.json), as LeRobot would store it."""
     path = root / "data/chunk-000/file-000.parquet"
     table = pq.read_table(path)
@@ -143,16 +147,23 @@ def _add_state_feature(root: Path, names: list[str], rows: np.ndarray, feature: 
     edit_json(root / fmt.INFO_PATH, lambda info: info["features"].update({feature: fmt.vector_feature(names)}))
 
 
+def test_exported_state_imported_as_absolute_poses_gives_the_actions_back(exported, recordings, tmp_path):
+    import_lerobot(exported, tmp_path / "ee", LeRobotImportOptions(action_convention=ActionConvention.ABSOLUTE_EE))
+    for recording, imported in zip(recordings, EpisodeDataset(tmp_path / "ee"), strict=True):
+        np.testing.assert_allclose(imported.actions, recording.actions[:-1], atol=1e-5)
+
+
 def test_absolute_end_effector_poses_become_the_recorders_deltas(exported, recordings, tmp_path):
-    # observation.state = the commanded TCP pose at each frame (x y z roll pitch yaw gripper), as an EE dataset has.
+    # A feature with the commanded TCP pose at each frame (x y z roll pitch yaw gripper), as an EE dataset has.
     root = copy_of(exported, tmp_path)
     states = []
     for recording in recordings:
         euler = [mat2euler(quaternion_to_matrix(q), "sxyz") for q in recording.target_quaternions[:-1]]
         gripper = np.concatenate(([1.0], recording.actions[:-1, 6]))
         states.append(np.column_stack((recording.target_positions[:-1], euler, gripper)))
-    _add_state_feature(root, ["x", "y", "z", "roll", "pitch", "yaw", "gripper"], np.concatenate(states))
-    options = LeRobotImportOptions(action_convention=ActionConvention.ABSOLUTE_EE)
+    names = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
+    _add_state_feature(root, names, np.concatenate(states), "observation.ee_pose")
+    options = LeRobotImportOptions(action_convention=ActionConvention.ABSOLUTE_EE, pose_feature="observation.ee_pose")
     import_lerobot(root, tmp_path / "ee", options)
     back = EpisodeDataset(tmp_path / "ee")
     for recording, imported in zip(recordings, back, strict=True):
@@ -174,12 +185,13 @@ def test_absolute_end_effector_poses_become_the_recorders_deltas(exported, recor
 )
 def test_unconvertible_action_conventions_are_refused(exported, tmp_path, names, convention, message):
     root = copy_of(exported, tmp_path)
-    _add_state_feature(root, names, np.zeros((json.loads((root / fmt.INFO_PATH).read_text())["total_frames"], 2)))
-    feature = "observation.state"
+    feature = "observation.other"
+    frames = json.loads((root / fmt.INFO_PATH).read_text())["total_frames"]
+    _add_state_feature(root, names, np.zeros((frames, 2)), feature)
     options = LeRobotImportOptions(action_convention=convention, action_feature=feature, pose_feature=feature)
     with pytest.raises(ConversionError, match=message) as refused:
         import_lerobot(root, tmp_path / "out", options)
-    assert "'observation.state'" in str(refused.value)
+    assert "'observation.other'" in str(refused.value)
     assert not (tmp_path / "out").exists()
 
 

@@ -1,9 +1,16 @@
 """`videovla-export lerobot`: an episode dataset -> a LeRobotDataset v3.0 folder (layout in `lerobot_format`).
 
 Every episode becomes one LeRobot episode of the same length: frame t -> the video frame at t / fps, action
-row t -> `action` (float32, names = the episodes' action_dim_names), the instruction -> its task. The
-episode format stores no robot state, so there is no `observation.state` feature. Everything is written into
-a folder beside OUT and renamed to OUT at the end: a refused or interrupted export leaves nothing.
+row t -> `action` (float32, names = the episodes' action_dim_names), the instruction -> its task.
+
+`observation.state` (x y z qw qx qy qz gripper, base frame) is written when every episode knows where it
+started (`extra["start_target"]`, as `videovla-collect` and the recorder store it) and uses the suite's
+action dimensions: the commanded end-effector pose at frame t is the start integrated through rows 0..t-1
+(`action_convention.integrate_deltas`), the gripper the command in effect (row t-1's; row 0's at frame 0).
+Importing it with `--action-convention absolute_ee` gives the actions back (rows 0..T-2).
+
+Everything is written into a folder beside OUT and renamed to OUT at the end: a refused or interrupted export
+leaves nothing.
 """
 
 from __future__ import annotations
@@ -17,12 +24,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from videovla_model.episodes import EpisodeDataset
+from videovla_model.action_convention import integrate_deltas, matrix_to_quaternion, quaternion_to_matrix
+from videovla_model.contract import DEFAULT_ACTION_DIM_NAMES
+from videovla_model.episodes import Episode, EpisodeDataset
 from videovla_model.importers import lerobot_format as fmt
+from videovla_model.importers.lerobot_actions import GRIPPER_NAME, QUATERNION_NAMES
 from videovla_model.importers.staging import ConversionError, staged_folder
 from videovla_model.importers.video import VideoSettings, encode_video
 
 DEFAULT_IMAGE_KEY = "observation.images.camera"
+STATE_KEY = "observation.state"
+STATE_NAMES = (*QUATERNION_NAMES, GRIPPER_NAME)
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ class _DatasetShape:
     width: int
     action_names: tuple[str, ...]
     tasks: tuple[str, ...]
+    has_state: bool
 
 
 def _dataset_shape(episodes: EpisodeDataset) -> _DatasetShape:
@@ -71,7 +84,22 @@ def _dataset_shape(episodes: EpisodeDataset) -> _DatasetShape:
                 f"{first.metadata.action_dim_names}"
             )
         tasks.setdefault(metadata.instruction, None)
-    return _DatasetShape(round(rate), height, width, first.metadata.action_dim_names, tuple(tasks))
+    has_state = first.metadata.action_dim_names == DEFAULT_ACTION_DIM_NAMES and all(
+        isinstance(episodes.metadata(i).extra.get("start_target"), dict) for i in range(len(episodes))
+    )
+    return _DatasetShape(round(rate), height, width, first.metadata.action_dim_names, tuple(tasks), has_state)
+
+
+def commanded_states(episode: Episode) -> np.ndarray:
+    """(T, 8) x y z qw qx qy qz gripper: the commanded end-effector pose and gripper at each frame."""
+    start = episode.metadata.extra["start_target"]
+    position = np.asarray(start["position"], dtype=np.float64)
+    rotation = quaternion_to_matrix(np.asarray(start["quaternion_wxyz"], dtype=np.float64))
+    actions = np.asarray(episode.actions, dtype=np.float64)
+    positions, rotations = integrate_deltas(position, rotation, actions[:-1, :6])
+    quaternions = [matrix_to_quaternion(r) for r in (rotation, *rotations)]
+    gripper = np.concatenate((actions[:1, 6], actions[:-1, 6]))
+    return np.column_stack((np.vstack((position, positions)), quaternions, gripper))
 
 
 def _frames_in_order(episodes: EpisodeDataset, image_stats: fmt.ImageStatistics) -> Iterator[np.ndarray]:
@@ -113,17 +141,19 @@ def export_lerobot(
             "timestamp": (frame_index / shape.fps).astype(np.float32),
             "task_index": np.repeat([task_index[e.metadata.instruction] for e in episodes], lengths).astype(np.int64),
         }
-        data = pa.table({**columns, "action": fmt.vector_column(actions)})
+        vectors = {"action": actions}
+        if shape.has_state:
+            vectors[STATE_KEY] = np.concatenate([commanded_states(episode) for episode in episodes]).astype(np.float32)
+        data = pa.table({**columns, **{name: fmt.vector_column(values) for name, values in vectors.items()}})
         fmt.write_parquet(data, root, fmt.DATA_PATH.format(chunk_index=0, file_index=0))
         # 3. The metadata: episodes, tasks, statistics, info.
         fmt.write_parquet(
-            _episodes_table(episodes, image_key, shape, starts, lengths, columns, actions),
+            _episodes_table(episodes, image_key, shape, starts, lengths, {**columns, **vectors}),
             root,
             fmt.EPISODES_PATH.format(chunk_index=0, file_index=0),
         )
         fmt.write_parquet(fmt.tasks_table(shape.tasks), root, fmt.TASKS_PATH)
-        stats = {name: fmt.vector_stats(values) for name, values in columns.items()}
-        stats["action"] = fmt.vector_stats(actions)
+        stats = {name: fmt.vector_stats(values) for name, values in {**columns, **vectors}.items()}
         stats[image_key] = image_stats.stats()
         _write_json(root / fmt.STATS_PATH, stats)
         _write_json(root / fmt.INFO_PATH, _info(shape, image_key, robot_type, video, len(episodes), len(actions)))
@@ -136,8 +166,7 @@ def _episodes_table(
     shape: _DatasetShape,
     starts: np.ndarray,
     lengths: np.ndarray,
-    columns: dict[str, np.ndarray],
-    actions: np.ndarray,
+    per_feature: dict[str, np.ndarray],
 ) -> pa.Table:
     count = len(lengths)
     zeros = pa.array(np.zeros(count, dtype=np.int64))
@@ -156,7 +185,6 @@ def _episodes_table(
         "meta/episodes/chunk_index": zeros,
         "meta/episodes/file_index": zeros,
     }
-    per_feature = {**columns, "action": actions}
     for name, values in per_feature.items():
         episode_stats = [fmt.vector_stats(values[s : s + n]) for s, n in zip(starts, lengths, strict=True)]
         for stat in episode_stats[0]:
@@ -170,6 +198,7 @@ def _info(
     features = {
         image_key: fmt.video_feature(shape.height, shape.width, shape.fps, video.codec_name, video.pix_fmt),
         "action": fmt.vector_feature(shape.action_names),
+        **({STATE_KEY: fmt.vector_feature(STATE_NAMES)} if shape.has_state else {}),
         **{name: fmt.scalar_feature(dtype) for name, dtype in fmt.INDEX_FEATURES.items()},
     }
     return {
