@@ -221,6 +221,10 @@ def test_bad_requests_are_refused_and_leave_nothing(recording, tmp_path, change,
 def test_a_folder_that_is_not_a_bag_is_refused(tmp_path):
     with pytest.raises(ConversionError, match=r"not a rosbag2 folder: .*metadata.yaml is missing"):
         import_rosbag(tmp_path, tmp_path / "out", options())
+    (tmp_path / "metadata.yaml").write_text("rosbag2_bagfile_information: [not, a, bag]\n")
+    with pytest.raises(ConversionError, match=r"not a readable rosbag2"):
+        import_rosbag(tmp_path, tmp_path / "out", options())
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("text", ["", "gap", "3,1", "-1", "nan"])

@@ -91,6 +91,16 @@ def _image_key(info: dict[str, Any], requested: str | None) -> str:
     return requested
 
 
+def _frame_size(feature: dict[str, Any]) -> tuple[int, int]:
+    """(height, width) of a video feature, placed by its names (LeRobot writes height, width, channels)."""
+    shape, names = feature.get("shape"), feature.get("names")
+    if not isinstance(shape, list) or len(shape) != 3:
+        raise ConversionError(f"{fmt.INFO_PATH}: a video feature needs a 3-value shape, got {str(shape)[:40]}")
+    if isinstance(names, list) and "height" in names and "width" in names:
+        return int(shape[names.index("height")]), int(shape[names.index("width")])
+    return int(shape[0]), int(shape[1])
+
+
 def _action_source(info: dict[str, Any], options: LeRobotImportOptions) -> ActionSource:
     absolute = options.action_convention is ActionConvention.ABSOLUTE_EE
     name = options.pose_feature if absolute else options.action_feature
@@ -212,7 +222,7 @@ def import_lerobot(directory: Path, out: Path, options: LeRobotImportOptions = L
     info = read_info(directory)
     fps = info["fps"]
     image_key = _image_key(info, options.image_key)
-    height, width = info["features"][image_key].get("shape", [None, None])[:2]
+    height, width = _frame_size(info["features"][image_key])
     source = _action_source(info, options)
     tasks = read_tasks(directory)
     episodes = read_episodes(directory, image_key, fps)

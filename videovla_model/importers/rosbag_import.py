@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rosbags.rosbag2 import Reader
+from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.typesys import Stores, get_typestore
 
 from videovla_model.episodes import EpisodeWriter
@@ -244,39 +244,47 @@ def import_rosbag(bag: Path, out: Path, options: RosbagImportOptions) -> BagImpo
     bag = Path(bag)
     if not (bag / "metadata.yaml").is_file():
         raise ConversionError(f"{bag} is not a rosbag2 folder: {bag / 'metadata.yaml'} is missing")
-    with Reader(bag) as reader:
-        connections = _connections(reader, options)
-        streams = _read_streams(reader, connections, options)
-        segments = _segments(streams.frame_stamps, options.split, options.limits.max_gap_s)
-        plans = [(segment, _resample_segment(streams, segment, options)) for segment in segments]
-        origin = int(streams.frame_stamps[0])
-        episodes = tuple(
-            EpisodeReport(
-                steps=len(resampled.actions),
-                start_s=(int(resampled.tick_stamps_ns[0]) - origin) / NANOSECONDS_PER_SECOND,
-                streams=resampled.reports,
-                flags=resampled.flags,
-            )
-            for _, resampled in plans
+    try:
+        with Reader(bag) as reader:
+            return _import_from(reader, bag, out, options)
+    except ReaderError as error:
+        raise ConversionError(f"{bag}: not a readable rosbag2: {str(error)[:200]}") from error
+
+
+def _import_from(reader: Reader, bag: Path, out: Path, options: RosbagImportOptions) -> BagImportReport:
+    """Both passes over an open bag; see the module docstring."""
+    connections = _connections(reader, options)
+    streams = _read_streams(reader, connections, options)
+    segments = _segments(streams.frame_stamps, options.split, options.limits.max_gap_s)
+    plans = [(segment, _resample_segment(streams, segment, options)) for segment in segments]
+    origin = int(streams.frame_stamps[0])
+    episodes = tuple(
+        EpisodeReport(
+            steps=len(resampled.actions),
+            start_s=(int(resampled.tick_stamps_ns[0]) - origin) / NANOSECONDS_PER_SECOND,
+            streams=resampled.reports,
+            flags=resampled.flags,
         )
-        with staged_folder(out) as root:
-            writer = EpisodeWriter(root)
-            for number, frames in _sampled_frames(reader, connections[options.image_topic], plans, options.image_topic):
-                resampled = plans[number][1]
-                writer.write(
-                    frames,
-                    resampled.actions,
-                    options.instruction,
-                    options.rate_hz,
-                    embodiment_id=options.embodiment_id,
-                    extra={
-                        "source": "rosbag2",
-                        "bag": str(bag.resolve()),
-                        "topics": [options.image_topic, options.pose_topic, options.gripper_topic],
-                        "start_stamp_ns": int(resampled.tick_stamps_ns[0]),
-                        "flags": list(resampled.flags),
-                    },
-                )
+        for _, resampled in plans
+    )
+    with staged_folder(out) as root:
+        writer = EpisodeWriter(root)
+        for number, frames in _sampled_frames(reader, connections[options.image_topic], plans, options.image_topic):
+            resampled = plans[number][1]
+            writer.write(
+                frames,
+                resampled.actions,
+                options.instruction,
+                options.rate_hz,
+                embodiment_id=options.embodiment_id,
+                extra={
+                    "source": "rosbag2",
+                    "bag": str(bag.resolve()),
+                    "topics": [options.image_topic, options.pose_topic, options.gripper_topic],
+                    "start_stamp_ns": int(resampled.tick_stamps_ns[0]),
+                    "flags": list(resampled.flags),
+                },
+            )
     kinds = {topic: connection.msgtype for topic, connection in connections.items()}
     sources = {
         topic: "bag log time" if kind in msgs.HEADERLESS_TYPES else "header.stamp" for topic, kind in kinds.items()
