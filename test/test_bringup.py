@@ -163,13 +163,13 @@ def test_bridge_gets_its_overrides_and_sigint_stops_everything(checkpoint, tmp_p
     # No --execution-mode and a params file without it: both nodes still agree (they share one default).
     args = ("--checkpoint", str(checkpoint), "--backend", "pose_stream", "--dry-run")
     with bringup(*args, log=log) as process, peer() as node:
-        bridge = ["backend", "dry_run", "execution_mode", "realman_prefix", "workspace_min"]
+        bridge = ["backend", "dry_run", "execution_mode", "realman.prefix", "workspace_min"]
         values = parameters(node, "arm_bridge", bridge)
         assert values == {
             "backend": "pose_stream",
             "dry_run": True,
             "execution_mode": "sync",
-            "realman_prefix": "/rm_driver",
+            "realman.prefix": "/rm_driver",
             "workspace_min": [-0.8, -0.8, 0.0],  # realman.yaml's box: config/sim.yaml only comes with --sim
         }
         state = call(node, GetState, "videovla_policy/get_state", GetState.Request()).current_state.label
@@ -177,6 +177,15 @@ def test_bridge_gets_its_overrides_and_sigint_stops_everything(checkpoint, tmp_p
         policy = parameters(node, "videovla_policy", ["execution_mode"])
         assert policy == {"execution_mode": "sync"}
         stop(process, signal.SIGINT, log)
+
+
+def _names(parameters: dict[str, Any], prefix: str = "") -> list[str]:
+    """Parameter names of a params-file section: nested keys join with dots (`realman: {prefix: ..}`)."""
+    names = []
+    for key, value in parameters.items():
+        name = f"{prefix}{key}"
+        names += _names(value, f"{name}.") if isinstance(value, dict) else [name]
+    return names
 
 
 def test_every_yaml_key_is_a_declared_parameter_of_its_node(checkpoint):
@@ -198,7 +207,7 @@ def test_every_yaml_key_is_a_declared_parameter_of_its_node(checkpoint):
         for key, section in (item for document in documents for item in document.items()):
             name = key.removeprefix("/**/")
             assert name in nodes, f"{key}: no such node in bringup"
-            undeclared = [p for p in section["ros__parameters"] if not nodes[name].has_parameter(p)]
+            undeclared = [p for p in _names(section["ros__parameters"]) if not nodes[name].has_parameter(p)]
             assert not undeclared, f"{key} sets parameters the node does not declare: {undeclared}"
         for node in nodes.values():
             node.destroy_node()

@@ -5,7 +5,7 @@ Node `arm_bridge` (ArmBridgeNode, a plain rclpy Node). It starts DISABLED and mo
 Subscribes:
   action_chunk (videovla_msgs/ActionChunk, ACTION_CHUNK)   chunks of per-step end-effector deltas
   estop (std_msgs/Bool, SAFETY)                             data=true stops and latches until released + re-enabled
-  robot state, by backend: ee_pose (PoseStamped) or <realman_prefix>/udp_arm_position (Pose)  (ROBOT_STATE)
+  robot state, by backend: ee_pose (PoseStamped) or <realman.prefix>/udp_arm_position (Pose)  (ROBOT_STATE)
 Publishes:
   ~/target_pose (geometry_msgs/PoseStamped, COMMAND)       every streamed target that differs from the previous
                                                            one (also in dry run), for RViz
@@ -18,7 +18,7 @@ Services:
   ~/enable (std_srvs/SetBool)                              data=true enables (refused with a reason when the
                                                            robot state is silent, the pose is outside the
                                                            workspace or the e-stop is asserted); false disables
-Parameters: see PARAMETERS below (all read-only; restart the node to change them).
+Parameters: videovla_ros.bridge_config.BRIDGE_PARAMETERS (all read-only; restart the node to change them).
 Shutdown: Ctrl-C or SIGTERM while enabled stops the arm through the backend before the node goes away.
 
 Admission: which chunks run and how is decided by videovla_ros.chunk_admission.plan_chunk (pure); this node
@@ -35,16 +35,13 @@ rows of the answer to the outstanding request are executed, and the next chunk i
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Bool, Header
@@ -53,17 +50,17 @@ from std_srvs.srv import SetBool
 from videovla_msgs.msg import ActionChunk
 from videovla_ros import qos
 from videovla_ros.action_chunk import ChunkRejectedError, TimedChunk, from_msg, ns_to_time
-from videovla_ros.backends import BackendParams, make_backend
+from videovla_ros.backends import make_backend
 from videovla_ros.backends.base import pose_stamped
+from videovla_ros.bridge_config import BRIDGE_PARAMETERS, bridge_config
 from videovla_ros.chunk_admission import AdmissionLimits, BridgeState, ChunkRejection, plan_chunk
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
-from videovla_ros.execution_mode import DEFAULT_EXECUTION_MODE, EXECUTION_MODE_DESCRIPTION, check_execution_mode
 from videovla_ros.node_runner import run_node
+from videovla_ros.parameters import declare, read
 from videovla_ros.safety import (
     ArmState,
     Decision,
     EnableStateMachine,
-    SafetyLimits,
     Watchdog,
     enable_preconditions,
     limit_speed,
@@ -90,156 +87,14 @@ STOP_DELIVERY_TIMEOUT = 0.5
 # many periods: after a stall the command must not jump.
 MAX_TICK_PERIODS = 3.0
 
-_LIMITS = SafetyLimits()
-_BACKEND = BackendParams()
-
-# name: (default, description). Declared in one place, read once at start.
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "backend": ("pose_stream", "arm backend: pose_stream | realman | servo | moveit_py"),
-    "execution_mode": (DEFAULT_EXECUTION_MODE, EXECUTION_MODE_DESCRIPTION),
-    "stream_rate_hz": (100.0, "rate of the streamed end-effector targets [Hz] (realman: at most 500)"),
-    "dry_run": (False, "log the targets (and publish ~/target_pose) instead of commanding the arm"),
-    "frame_id": (_BACKEND.frame_id, "base frame of chunks, targets and robot state"),
-    "workspace_min": (list(_LIMITS.workspace_min), "workspace box lower corner [x, y, z] in m"),
-    "workspace_max": (list(_LIMITS.workspace_max), "workspace box upper corner [x, y, z] in m"),
-    "max_step_translation": (_LIMITS.max_step_translation, "largest translation of one chunk row [m]"),
-    "max_step_rotation": (_LIMITS.max_step_rotation, "largest rotation of one chunk row [rad]"),
-    "max_linear_speed": (_LIMITS.max_linear_speed, "largest speed of the streamed target [m/s]"),
-    "max_angular_speed": (_LIMITS.max_angular_speed, "largest angular speed of the streamed target [rad/s]"),
-    "max_chunk_age": (_LIMITS.max_chunk_age, "chunks captured longer ago than this are rejected [s]"),
-    "max_clock_skew": (_LIMITS.max_clock_skew, "chunks stamped further in the future than this are rejected [s]"),
-    "chunk_watchdog": (
-        _LIMITS.chunk_watchdog,
-        "hold (and in sync mode re-request) after this long without a chunk [s]",
-    ),
-    "state_watchdog": (_LIMITS.state_watchdog, "stop and disable after this long without robot state [s]"),
-    "blend_duration": (0.15, "time over which a new chunk's motion is blended into the current one [s]"),
-    "latency_compensation": (0.0, "async mode: delay every row's due time by this much [s] (slow policies)"),
-    "history_duration": (5.0, "robot state kept to look up the pose at a chunk's capture stamp [s]"),
-    "gripper_threshold": (_LIMITS.gripper_threshold, "gripper values at or above it open (1.0), below close (0.0)"),
-    "stop_message_type": (_BACKEND.stop_message_type, "realman: move_stop_cmd type, bool (driver 1.1) | empty (1.1.6)"),
-    "realman_prefix": (_BACKEND.realman_prefix, "realman: rm_driver topic prefix"),
-    "realman_follow": (_BACKEND.realman_follow, "realman: Cartepos.follow (true = high-follow mode)"),
-    "servo_node": (_BACKEND.servo_node, "servo: MoveIt Servo node name (prefix of its command topics)"),
-    "servo_command": (_BACKEND.servo_command, "servo: twist (delta_twist_cmds) | pose (pose_cmd)"),
-    "moveit_planning_group": (_BACKEND.moveit_planning_group, "moveit_py: planning group"),
-    "moveit_pose_link": (_BACKEND.moveit_pose_link, "moveit_py: link the pose goal is for"),
-    "moveit_replan_period": (_BACKEND.moveit_replan_period, "moveit_py: least time between plans [s]"),
-}
-
-
-@dataclass(frozen=True)
-class BridgeConfig:
-    """The bridge's parameters, checked; durations in s."""
-
-    backend: str
-    execution_mode: str
-    stream_rate_hz: float
-    dry_run: bool
-    blend_duration: float
-    latency_compensation: float
-    history_duration: float
-    limits: SafetyLimits
-    backend_params: BackendParams
-
-    def __post_init__(self) -> None:
-        check_execution_mode(self.execution_mode)
-        if not (math.isfinite(self.stream_rate_hz) and self.stream_rate_hz > 0):
-            raise ValueError(f"parameter stream_rate_hz must be > 0, got {self.stream_rate_hz}")
-        for name in ("blend_duration", "latency_compensation"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"parameter {name} must be >= 0 s, got {getattr(self, name)}")
-        if not self.history_duration > self.limits.max_chunk_age:
-            raise ValueError(
-                f"parameter history_duration ({self.history_duration} s) must exceed max_chunk_age "
-                f"({self.limits.max_chunk_age} s), or fresh chunks could not be anchored"
-            )
-
-
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"parameter {name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _text(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"parameter {name} must be a string, got {value!r}")
-    return value
-
-
-def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"parameter {name} must be true or false, got {value!r}")
-    return value
-
-
-def _xyz(name: str, value: object) -> tuple[float, float, float]:
-    values = list(value) if isinstance(value, list | tuple | np.ndarray) else None
-    if values is None or len(values) != 3:
-        raise ValueError(f"parameter {name} must be a list of 3 numbers [x, y, z] in m, got {value!r}")
-    x, y, z = (_number(name, v) for v in values)
-    return x, y, z
-
-
-def config_from_parameters(values: dict[str, object]) -> BridgeConfig:
-    """Checks and converts raw parameter values (names as in PARAMETERS) into a BridgeConfig."""
-    number = {name: _number(name, values[name]) for name, (default, _) in PARAMETERS.items() if _is_number(default)}
-    limits = SafetyLimits(
-        workspace_min=_xyz("workspace_min", values["workspace_min"]),
-        workspace_max=_xyz("workspace_max", values["workspace_max"]),
-        max_step_translation=number["max_step_translation"],
-        max_step_rotation=number["max_step_rotation"],
-        max_linear_speed=number["max_linear_speed"],
-        max_angular_speed=number["max_angular_speed"],
-        max_chunk_age=number["max_chunk_age"],
-        max_clock_skew=number["max_clock_skew"],
-        chunk_watchdog=number["chunk_watchdog"],
-        state_watchdog=number["state_watchdog"],
-        gripper_threshold=number["gripper_threshold"],
-    )
-    if not number["stream_rate_hz"] > 0:
-        raise ValueError(f"parameter stream_rate_hz must be > 0, got {number['stream_rate_hz']}")
-    backend_params = BackendParams(
-        frame_id=_text("frame_id", values["frame_id"]),
-        stream_period=1.0 / number["stream_rate_hz"],
-        stop_message_type=_text("stop_message_type", values["stop_message_type"]),
-        realman_prefix=_text("realman_prefix", values["realman_prefix"]),
-        realman_follow=_flag("realman_follow", values["realman_follow"]),
-        servo_node=_text("servo_node", values["servo_node"]),
-        servo_command=_text("servo_command", values["servo_command"]),
-        moveit_planning_group=_text("moveit_planning_group", values["moveit_planning_group"]),
-        moveit_pose_link=_text("moveit_pose_link", values["moveit_pose_link"]),
-        moveit_replan_period=number["moveit_replan_period"],
-    )
-    return BridgeConfig(
-        backend=_text("backend", values["backend"]),
-        execution_mode=_text("execution_mode", values["execution_mode"]),
-        stream_rate_hz=number["stream_rate_hz"],
-        dry_run=_flag("dry_run", values["dry_run"]),
-        blend_duration=number["blend_duration"],
-        latency_compensation=number["latency_compensation"],
-        history_duration=number["history_duration"],
-        limits=limits,
-        backend_params=backend_params,
-    )
-
-
-def _is_number(default: object) -> bool:
-    return isinstance(default, int | float) and not isinstance(default, bool)
-
 
 class ArmBridgeNode(Node):
     """Chunks in, safe streaming motion out (see the module docstring for topics, services, parameters)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        for name, (default, description) in PARAMETERS.items():
-            # dynamic typing: YAML's [0, 0, 0] or 100 must not fail on int-vs-double; config_from_parameters checks.
-            self.declare_parameter(
-                name, default, ParameterDescriptor(description=description, read_only=True, dynamic_typing=True)
-            )
-        self.config = config_from_parameters({name: self.get_parameter(name).value for name in PARAMETERS})
+        declare(self, BRIDGE_PARAMETERS)
+        self.config = bridge_config(read(self, BRIDGE_PARAMETERS))
         limits = self.config.limits
 
         self._lock = threading.Lock()
