@@ -7,8 +7,8 @@ BENCHMARK HARNESS, not part of the system: it starts the real arm bridge node in
     chunk: in sync mode it answers each chunk_request that much later, with the request's stamp as the
     capture stamp; in async mode it publishes back to back, each chunk stamped --policy-latency seconds
     before its publication (when its image would have been captured).
-Measured at the subscriber (this process): the rate and period jitter of the pose commands the bridge streams
-(target_pose), and the fraction of time the commanded pose stands still after the first chunk (the arm is idle).
+Measured at the subscriber (this process): the rate and period jitter of the bridge's ~/target_pose stream,
+and the fraction of time the commanded pose stands still after the first chunk (the arm is idle).
 
 Run: scripts/with_env.sh python benchmarks/bridge_timing.py [--duration 12] [--rate 100]
 """
@@ -53,7 +53,7 @@ class Scenario:
 class Harness(Node):
     """Simulated arm + simulated policy + measurement, all talking to the bridge over DDS."""
 
-    def __init__(self, scenario: Scenario, policy_latency: float, state_rate: float = 100.0) -> None:
+    def __init__(self, scenario: Scenario, policy_latency: float) -> None:
         super().__init__("bench_harness", namespace=NAMESPACE)
         self.scenario, self.policy_latency = scenario, policy_latency
         self.lock = threading.Lock()
@@ -61,7 +61,7 @@ class Harness(Node):
         self.arm.header.frame_id = "base_link"
         self.arm.pose.position.x, self.arm.pose.position.y, self.arm.pose.position.z = START
         self.arm.pose.orientation.w = 1.0
-        self.arrivals: list[tuple[float, np.ndarray]] = []  # (monotonic s, position) of each streamed command
+        self.arrivals: list[tuple[float, np.ndarray]] = []  # (monotonic s, position) of each ~/target_pose
         self.first_chunk_at: float | None = None
         self.sequence = 0
         self.bridge_gauges: dict[str, str] = {}
@@ -69,10 +69,11 @@ class Harness(Node):
         self.state_pub = self.create_publisher(PoseStamped, "ee_pose", qos.ROBOT_STATE)
         self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", qos.ACTION_CHUNK)
         self.create_subscription(PoseStamped, "target_pose", self._on_command, qos.COMMAND)
+        self.create_subscription(PoseStamped, "arm_bridge/target_pose", self._on_target, qos.COMMAND)
         self.create_subscription(Header, "chunk_request", self._on_request, qos.COMMAND)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.enable_client = self.create_client(SetBool, "arm_bridge/enable")
-        self.create_timer(1.0 / state_rate, self._publish_state)
+        self.create_timer(0.01, self._publish_state)
 
     def _publish_state(self) -> None:
         with self.lock:
@@ -81,9 +82,12 @@ class Harness(Node):
         self.state_pub.publish(msg)
 
     def _on_command(self, msg: PoseStamped) -> None:
-        p = msg.pose.position
         with self.lock:
             self.arm = msg
+
+    def _on_target(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        with self.lock:
             self.arrivals.append((time.monotonic(), np.array([p.x, p.y, p.z])))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:

@@ -7,8 +7,7 @@ Subscribes:
   estop (std_msgs/Bool, SAFETY)                             data=true stops and latches until released + re-enabled
   robot state, by backend: ee_pose (PoseStamped) or <realman.prefix>/udp_arm_position (Pose)  (ROBOT_STATE)
 Publishes:
-  ~/target_pose (geometry_msgs/PoseStamped, COMMAND)       every streamed target that differs from the previous
-                                                           one (also in dry run), for RViz
+  ~/target_pose (geometry_msgs/PoseStamped, COMMAND)       every streamed target (also in dry run), for RViz
   chunk_request (std_msgs/Header, COMMAND)                 sync mode: once when enabled and after each chunk's
                                                            execute_rows; stamp = request time
   /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz)     counters of every clamp / rejection / drop, stream
@@ -284,11 +283,12 @@ class ArmBridgeNode(Node):
         self._stats.record(tick_ns, idle)
         self._last_command, self._last_sample_ns = command, now_ns
 
-        if not idle:  # for RViz and tools: a held pose is not repeated at the stream rate (half an idle CPU)
-            self._target_pub.publish(pose_stamped(command, now_ns, self.config.backend_params.frame_id))
+        frame_id = self.config.backend_params.frame_id
+        self._target_pub.publish(pose_stamped(command, now_ns, frame_id))
         gripper = self._motion.gripper(now_ns)
         gripper_changed = gripper is not None and gripper != self._last_gripper
         if self.config.dry_run:
+            self.get_logger().debug(f"dry run: target {np.round(command.position, 5).tolist()}")
             if gripper_changed:
                 self.get_logger().info(f"dry run: gripper -> {gripper:g}")
         else:
