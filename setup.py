@@ -58,6 +58,8 @@ setup(
             "videovla-eval-offline = videovla_model.evaluate_offline:main",
             # Simulation tools
             "videovla-collect = videovla_sim.collect:main",
+            # Recording your own demonstrations
+            "videovla-recover = videovla_model.recording:main",
             # Closed-loop evaluation and the demo (sim + policy + bridge through ROS, one process)
             "videovla-eval = videovla_ros.evaluate:main",
             "videovla-demo = videovla_ros.evaluate:demo_main",

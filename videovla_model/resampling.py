@@ -274,3 +274,57 @@ def resample(
         flags=_bounded(flags),
         poses=PoseSeries(captured, sampled_positions, sampled_quaternions),
     )
+
+
+class TickSelector:
+    """The frame rule applied live: offer frames in arrival order, keep only those some tick will use.
+
+    A tick's frame is final once a frame captured after the tick arrives (or at `flush`). Resampling the kept
+    frames with `resample` selects the same frames at the same ticks as resampling every frame would, so a
+    recorder stores one frame per tick instead of the camera's full rate. Ticks start at the first frame.
+    """
+
+    def __init__(self, rate_hz: float) -> None:
+        if not (np.isfinite(rate_hz) and rate_hz > 0):
+            raise ValueError(f"rate_hz must be a finite number > 0, got {rate_hz!r}")
+        self._period_ns = NANOSECONDS_PER_SECOND / rate_hz
+        self._start_ns: int | None = None
+        self._tick = 0
+        self._candidate: tuple[int, object] | None = None
+        self._emitted = False
+        """Whether the candidate was already handed out by flush (a stop that did not end the recording)."""
+        self.repeated_ticks = 0
+        """Ticks that had no new frame and reuse the previous tick's (a slow or stalled camera)."""
+        self.out_of_order = 0
+        """Frames captured before an already chosen one (never the newest at any later tick)."""
+
+    def _tick_ns(self, tick: int) -> int:
+        assert self._start_ns is not None
+        return self._start_ns + round(tick * self._period_ns)
+
+    def offer(self, stamp_ns: int, frame: object) -> list[tuple[int, object]]:
+        """Returns the (stamp, frame) pairs that became final, in capture order (at most one)."""
+        if self._candidate is None:
+            self._start_ns, self._candidate, self._emitted = stamp_ns, (stamp_ns, frame), False
+            return []
+        if stamp_ns <= self._candidate[0]:
+            self.out_of_order += 1
+            return []
+        if stamp_ns <= self._tick_ns(self._tick):
+            self._candidate, self._emitted = (stamp_ns, frame), False
+            return []
+        final = [] if self._emitted else [self._candidate]
+        covered = 0
+        while self._tick_ns(self._tick) < stamp_ns:
+            self._tick += 1
+            covered += 1
+        self.repeated_ticks += covered - 1
+        self._candidate, self._emitted = (stamp_ns, frame), False
+        return final
+
+    def flush(self) -> list[tuple[int, object]]:
+        """The frame chosen so far for the pending tick (at the end of a recording; offering may go on after)."""
+        if self._candidate is None or self._emitted:
+            return []
+        self._emitted = True
+        return [self._candidate]
