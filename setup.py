@@ -50,6 +50,7 @@ setup(
             "policy_node = videovla_ros.policy_node:main",
             "arm_bridge_node = videovla_ros.arm_bridge_node:main",
             "sim_arm_node = videovla_ros.sim_arm_node:main",
+            "recorder_node = videovla_ros.recorder_node:main",
             # The launch file's nodes in one process, for machines without `ros2 launch`
             "bringup = videovla_ros.bringup:main",
             # Model tools

@@ -3,7 +3,7 @@
 One rule, used by the recorder node and by the bag importer, so that a live recording and an imported one
 of the same motion give the same episode:
 
-- ticks at `rate_hz` from the first camera frame at which a pose (and the gripper, when given) is known;
+- ticks at `rate_hz` from the first camera frame at which a pose is known;
 - at each tick the newest camera frame whose capture stamp is <= the tick (arrival order never matters);
 - the arm pose linearly interpolated (slerp for the rotation) at that frame's capture stamp;
 - consecutive ticks' poses give the action rows through `videovla_model.action_convention`, the gripper
@@ -228,10 +228,9 @@ def resample(
         gripper_stamps = _check_stamps(names.gripper, gripper_stamps_ns, origin_ns, limits.max_gripper_gap_s)
         gripper = _check_gripper(names.gripper, gripper_values, gripper_stamps.shape[0])  # type: ignore[arg-type]
         reports.append(_report(names.gripper, gripper_stamps))
-        known_from = max(known_from, int(gripper_stamps[0]))
     else:
         flags.append(f"no {names.gripper!r} stream: the gripper column is {GRIPPER_OPEN} (open) throughout")
-    # 2. The frames whose capture stamp lies where the pose (and gripper) are known.
+    # 2. The frames whose capture stamp lies where the pose is known.
     usable = np.flatnonzero((frames >= known_from) & (frames <= pose_stamps[-1]))
     if usable.size < 2:
         raise ResampleError(
@@ -252,7 +251,13 @@ def resample(
     if gripper_stamps_ns is None:
         grip = np.full(len(deltas), GRIPPER_OPEN)
     else:
-        grip = gripper[np.searchsorted(gripper_stamps, captured[1:], side="right") - 1]
+        newest = np.searchsorted(gripper_stamps, captured[1:], side="right") - 1
+        if newest[0] < 0:  # a command topic that first publishes mid-episode: its first value held back to t=0
+            flags.append(
+                f"stream {names.gripper!r} starts at {_when(int(gripper_stamps[0]), origin_ns)}: its first value "
+                f"{float(gripper[0])} is used before"
+            )
+        grip = gripper[np.maximum(newest, 0)]
     actions = np.concatenate((deltas, grip[:, None].astype(np.float32)), axis=1)
     # 4. Flags: what the user should look at, although the episode is valid.
     for k in np.flatnonzero(indices[1:] == indices[:-1]) + 1:
@@ -297,6 +302,11 @@ class TickSelector:
         """Ticks that had no new frame and reuse the previous tick's (a slow or stalled camera)."""
         self.out_of_order = 0
         """Frames captured before an already chosen one (never the newest at any later tick)."""
+
+    @property
+    def origin_ns(self) -> int | None:
+        """Stamp of tick 0 (the first frame offered), None before any frame."""
+        return self._start_ns
 
     def _tick_ns(self, tick: int) -> int:
         assert self._start_ns is not None
