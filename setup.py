@@ -61,6 +61,7 @@ setup(
             "videovla-collect = videovla_sim.collect:main",
             # Recording your own demonstrations
             "videovla-recover = videovla_model.recording:main",
+            "videovla-sim-teleop = videovla_ros.sim_teleop:main",
             # Closed-loop evaluation and the demo (sim + policy + bridge through ROS, one process)
             "videovla-eval = videovla_ros.evaluate:main",
             "videovla-demo = videovla_ros.evaluate:demo_main",

@@ -2,6 +2,7 @@
 
     ros2 launch videovla_ros realman.launch.py checkpoint:=/path/to/checkpoint
     ros2 launch videovla_ros realman.launch.py sim:=true rviz:=true checkpoint:=/path/to/checkpoint
+    ros2 launch videovla_ros realman.launch.py record:=true dataset:=$HOME/videovla_data/mine autostart:=false
 
 Arguments (an empty value keeps the value from the params file):
     namespace        namespace of all nodes (topics are relative)
@@ -16,6 +17,8 @@ Arguments (an empty value keeps the value from the params file):
                      clamped to its workspace from config/sim.yaml)
     rviz             true: start RViz with config/videovla.rviz
     autostart        true: configure and activate the lifecycle policy node on start
+    record           true: also start the recorder (demonstrations into `dataset`; see the README)
+    dataset          the recorder's episode dataset folder (empty: from the params file)
 `bringup` starts the same nodes with the same YAML in one process. Only launch / launch_ros APIs present in
 Humble, Jazzy and Kilted are used.
 """
@@ -50,6 +53,8 @@ ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("sim", "false", "start the simulated arm instead of expecting rm_driver"),
     ("rviz", "false", "start RViz with config/videovla.rviz"),
     ("autostart", "true", "configure and activate the policy node on start"),
+    ("record", "false", "also start the recorder node"),
+    ("dataset", "", "the recorder's episode dataset folder (empty: from the params file)"),
 )
 
 
@@ -118,6 +123,21 @@ def _nodes(context: LaunchContext) -> list[Any]:
                 namespace=namespace,
                 output="screen",
                 parameters=[params_file],
+            )
+        )
+    if _flag(context, "record"):
+        actions.append(
+            Node(
+                package=PACKAGE,
+                executable="recorder_node",
+                name="recorder",
+                namespace=namespace,
+                output="screen",
+                parameters=[
+                    params_file,
+                    *([_config_file("sim.yaml")] if sim else []),
+                    {"dataset": text["dataset"]} if text["dataset"] else {},
+                ],
             )
         )
     if _flag(context, "rviz"):

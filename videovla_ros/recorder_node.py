@@ -193,7 +193,7 @@ class RecorderNode(Node):
         return self.get_clock().now().nanoseconds
 
     def _recover(self) -> None:
-        for outcome in recover(self.params.dataset, min_steps=self.params.min_steps):
+        for outcome in recover(Path(self.params.dataset).expanduser(), min_steps=self.params.min_steps):
             if outcome.episode is not None:
                 self.get_logger().warning(
                     f"recovered interrupted recording {outcome.recording_id} as {outcome.episode}"

@@ -11,7 +11,7 @@ recorder (`recorder/stop`). The expert's motion for a seed is the one `videovla-
 The chunk is stamped on the recorder's tick grid (`tick_origin_ns` of `recorder/status`), so that row i is
 reached exactly at a tick and recorded step m + i is the expert's step i (m idle steps come first).
 
-    bringup --sim --record --ros-args -p recorder.dataset:=data/mine      # terminal 1 (or the launch file)
+    bringup --sim --record --dataset data/mine                            # terminal 1 (or the launch file)
     videovla-sim-teleop --task pick --episodes 5                          # terminal 2
 
 Node `videovla_sim_teleop` (relative names): publishes instruction (std_msgs/String, INSTRUCTION) and
@@ -195,7 +195,9 @@ def play_episode(teleop: SimTeleop, env: TabletopEnv, task: str, rate_hz: float)
     # the tick after it is kept (frames are stamped by the camera, which may trail the clock), one tick later.
     wanted_s = (idle_steps + expert.num_steps + 2) / rate_hz
     deadline = time.monotonic() + wanted_s + RECORD_SLACK
-    while teleop.status().get("seconds", 0.0) < wanted_s:
+    while (status := teleop.status()).get("seconds", 0.0) < wanted_s:
+        if status.get("state") == "idle":  # the recorder ended the episode itself (a stream stopped)
+            raise TeleopError(f"the recorder ended the episode early: {status.get('last_outcome')}")
         if time.monotonic() > deadline:
             raise TeleopError(f"recorder/status reached {teleop.status().get('seconds')} s, not {wanted_s:.1f} s")
         time.sleep(0.02)
