@@ -1,23 +1,26 @@
 """`videovla-sim-teleop`: the scripted expert as the teleoperator of the simulated arm, while the recorder records.
 
-It plays the part a person with a SpaceMouse plays on a real arm, through the same nodes: per episode it
-disables the arm bridge, resets the simulated arm (`sim_arm/reset`: the next seed, so the first episode is
-the sim_arm node's `seed` + 1), publishes the scene's
-instruction, enables the bridge, starts the recorder (`recorder/start`), sends the expert's whole motion as
-one ActionChunk to the bridge (pose_stream back-end -> sim arm), waits for it to play out and stops the
-recorder (`recorder/stop`). The expert's motion for a seed is the one `videovla-collect` records for it
-(`videovla_sim.collect.record_episode` on a local copy of the scene), so the two datasets can be compared.
+It plays the part a person with a SpaceMouse plays on a real arm, through the same nodes. Per episode it
+disables the arm bridge, resets the simulated arm (`sim_arm/reset`: the next seed, so the first episode is the
+sim_arm node's `seed` + 1), publishes the scene's instruction, enables the bridge, starts the recorder
+(`recorder/start`), sends the expert's motion as ActionChunks to the bridge (async mode, pose_stream back-end ->
+sim arm), waits for it to play out and stops the recorder (`recorder/stop`). The expert's motion for a seed is
+the one `videovla-collect` records for it (`videovla_sim.collect.record_episode` on a local copy of the scene),
+so the two datasets can be compared.
 
-The chunk is stamped on the recorder's tick grid (`tick_origin_ns` of `recorder/status`), so that row i is
-reached exactly at a tick and recorded step m + i is the expert's step i (m idle steps come first).
+A chunk with the remaining rows goes out every CHUNK_ROWS steps (the bridge holds the arm after its chunk
+watchdog), anchored like the bridge at the arm's measured pose at its capture stamp, so the absolute targets
+are the expert's. Chunks are stamped on the recorder's tick grid (`tick_origin_ns` of `recorder/status`): the
+expert's target i is due exactly at a tick and recorded step m + i is the expert's step i (m idle steps first).
 
-    bringup --sim --record --dataset data/mine                            # terminal 1 (or the launch file)
-    videovla-sim-teleop --task pick --episodes 5                          # terminal 2
+    ros2 launch videovla_ros realman.launch.py sim:=true record:=true execution_mode:=async autostart:=false
+    videovla-sim-teleop --task pick --episodes 5
 
 Node `videovla_sim_teleop` (relative names): publishes instruction (std_msgs/String, INSTRUCTION) and
-action_chunk (ActionChunk, ACTION_CHUNK); subscribes recorder/status (std_msgs/String), image_raw (sensor_msgs/Image,
-CAMERA: waits for the camera before recording); calls sim_arm/reset,
-arm_bridge/enable (std_srvs/SetBool), recorder/start, recorder/stop (std_srvs/Trigger).
+action_chunk (ActionChunk, ACTION_CHUNK); subscribes recorder/status (std_msgs/String), image_raw
+(sensor_msgs/Image, CAMERA: waits for the camera before recording) and ee_pose (geometry_msgs/PoseStamped,
+ROBOT_STATE: anchors the chunks); calls sim_arm/reset, arm_bridge/enable (std_srvs/SetBool), recorder/start,
+recorder/stop (std_srvs/Trigger).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from geometry_msgs.msg import PoseStamped
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -41,10 +45,13 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
+from videovla_model.action_convention import float32_pose_deltas, quaternion_to_matrix
 from videovla_model.contract import DEFAULT_ACTION_DIM_NAMES
 from videovla_msgs.msg import ActionChunk
 from videovla_ros import qos
-from videovla_ros.action_chunk import TimedChunk, to_msg
+from videovla_ros.action_chunk import TimedChunk, time_to_ns, to_msg
+from videovla_ros.backends.base import pose_from_msg
+from videovla_ros.trajectory import Pose, PoseHistory
 from videovla_sim.collect import Recording, record_episode
 from videovla_sim.env import EnvConfig, TabletopEnv
 from videovla_sim.scene import SceneConfig
@@ -53,6 +60,10 @@ NODE_NAME = "videovla_sim_teleop"
 SERVICE_TIMEOUT = 15.0
 SETTLE_SECONDS = 0.5
 """Rest after a reset before recording, so the first frames show the arm still."""
+CHUNK_ROWS = 10
+"""A chunk every this many steps (the bridge holds the arm after chunk_watchdog, 3 s, without a new one)."""
+ANCHOR_DELAY_NS = 60_000_000
+"""How long after a chunk's capture stamp it is sent: the arm's pose samples after the stamp have arrived."""
 RECORD_SLACK = 10.0
 """Seconds the recording may take beyond the motion before the teleoperation gives up."""
 _SEED_REPLY = re.compile(r"^seed (?P<seed>-?\d+): (?P<instruction>.+)$")
@@ -85,6 +96,8 @@ class SimTeleop(Node):
         self.create_subscription(String, "recorder/status", self._on_status, 10)
         self._frames = 0
         self.create_subscription(Image, "image_raw", self._on_frame, qos.CAMERA)
+        self.history = PoseHistory(duration_s=5.0, max_extrapolation_s=0.5)
+        self.create_subscription(PoseStamped, "ee_pose", self._on_pose, qos.ROBOT_STATE)
         self.reset_client = self.create_client(Trigger, "sim_arm/reset")
         self.enable_client = self.create_client(SetBool, "arm_bridge/enable")
         self.start_client = self.create_client(Trigger, "recorder/start")
@@ -93,6 +106,9 @@ class SimTeleop(Node):
     def _on_status(self, msg: String) -> None:
         with self._lock:
             self._status = json.loads(msg.data)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        self.history.add(time_to_ns(msg.header.stamp), pose_from_msg(msg.pose))
 
     def _on_frame(self, msg: Image) -> None:
         del msg  # only that the camera is up matters
@@ -153,6 +169,18 @@ def on_tick_grid(origin_ns: int, now_ns: int, rate_hz: float) -> tuple[int, int]
     return m, origin_ns + round(m * period_ns)
 
 
+def chunk_rows(expert: Recording, anchor: Pose, first_row: int) -> np.ndarray:
+    """(rows, 7): from `anchor` (the arm at the chunk's capture) through the expert's targets first_row.. on.
+
+    Row 0 goes from the measured anchor to the expert's target, so the absolute targets the bridge integrates
+    are the expert's own whatever the arm's tracking error; the other rows are the expert's steps.
+    """
+    positions = np.concatenate((anchor.position[None], expert.target_positions[1 + first_row :]))
+    quaternions = np.concatenate((anchor.quaternion[None], expert.target_quaternions[1 + first_row :]))
+    deltas = float32_pose_deltas(positions, np.array([quaternion_to_matrix(q) for q in quaternions]))
+    return np.concatenate((deltas, expert.actions[first_row:, 6:]), axis=1)
+
+
 def play_episode(teleop: SimTeleop, env: TabletopEnv, task: str, rate_hz: float) -> TeleopEpisode:
     """One recorded episode; see the module docstring for the steps."""
     enable = teleop.call(teleop.enable_client, SetBool.Request(data=False))
@@ -180,17 +208,24 @@ def play_episode(teleop: SimTeleop, env: TabletopEnv, task: str, rate_hz: float)
     teleop.trigger(teleop.start_client)
     origin = int(teleop.wait_status("tick_origin_ns", timeout=5.0)["tick_origin_ns"])
     idle_steps, capture_ns = on_tick_grid(origin, teleop.now_ns(), rate_hz)
-    chunk = TimedChunk(
-        capture_time_ns=capture_ns,
-        frame_id="base_link",
-        instruction=expert.setup.instruction,
-        sequence=seed,
-        actions=expert.actions.astype(np.float64),
-        dim_names=DEFAULT_ACTION_DIM_NAMES,
-        time_step=1.0 / rate_hz,
-        execute_rows=expert.num_steps,
-    )
-    teleop.chunk_pub.publish(to_msg(chunk))
+    period_ns = 1e9 / rate_hz
+    for first_row in range(0, expert.num_steps, CHUNK_ROWS):
+        chunk_capture_ns = capture_ns + round(first_row * period_ns)
+        # The bridge anchors a chunk at the arm's pose at its capture stamp, so wait for the samples around it.
+        while teleop.now_ns() < chunk_capture_ns + ANCHOR_DELAY_NS:
+            time.sleep(0.005)
+        anchor = teleop.history.lookup(chunk_capture_ns)
+        chunk = TimedChunk(
+            capture_time_ns=chunk_capture_ns,
+            frame_id="base_link",
+            instruction=expert.setup.instruction,
+            sequence=first_row,
+            actions=chunk_rows(expert, anchor, first_row).astype(np.float64),
+            dim_names=DEFAULT_ACTION_DIM_NAMES,
+            time_step=1.0 / rate_hz,
+            execute_rows=expert.num_steps - first_row,
+        )
+        teleop.chunk_pub.publish(to_msg(chunk))
     # The last row is due at capture + rows * step, tick idle + rows; the recorder has that step once a frame of
     # the tick after it is kept (frames are stamped by the camera, which may trail the clock), one tick later.
     wanted_s = (idle_steps + expert.num_steps + 2) / rate_hz
