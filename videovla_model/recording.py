@@ -37,7 +37,14 @@ import numpy as np
 
 from videovla_model.contract import DEFAULT_ACTION_DIM_NAMES
 from videovla_model.episodes import EpisodeWriter
-from videovla_model.resampling import PoseSeries, ResampleError, ResampleLimits, StreamNames, resample
+from videovla_model.resampling import (
+    PoseSeries,
+    Resampled,
+    ResampleError,
+    ResampleLimits,
+    StreamNames,
+    resample,
+)
 
 RECORDING_PREFIX = ".recording_"
 INTERRUPTED_PREFIX = "interrupted_"
@@ -297,6 +304,23 @@ def _episode_of(root: Path, recording_id: str) -> Path | None:
     return None
 
 
+def _episode_extra(journal: Journal, result: Resampled, events: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """What the finalised episode's extra records: provenance, start pose, stamps, flags, stream reports, marks."""
+    return {
+        **(journal.extra or {}),
+        "source": "videovla recorder",
+        "recording_id": journal.recording_id,
+        "start_pose": {
+            "position": result.poses.positions[0].tolist(),
+            "quaternion_wxyz": result.poses.quaternions[0].tolist(),
+        },
+        "capture_stamps_ns": result.poses.stamps_ns[:-1].tolist(),
+        "flags": list(result.flags),
+        "streams": [asdict(report) for report in result.reports],
+        "events": list(events),
+    }
+
+
 def finalise_folder(
     folder: Path,
     *,
@@ -336,19 +360,7 @@ def finalise_folder(
         )
     if check_only:
         return folder
-    extra = {
-        **(journal.extra or {}),
-        "source": "videovla recorder",
-        "recording_id": journal.recording_id,
-        "start_pose": {
-            "position": result.poses.positions[0].tolist(),
-            "quaternion_wxyz": result.poses.quaternions[0].tolist(),
-        },
-        "capture_stamps_ns": result.poses.stamps_ns[:-1].tolist(),
-        "flags": list(result.flags),
-        "streams": [asdict(report) for report in result.reports],
-        "events": list(streams.events),
-    }
+    extra = _episode_extra(journal, result, streams.events)
     if interrupted:
         extra["interrupted"] = interrupted
     episode = EpisodeWriter(root).write(

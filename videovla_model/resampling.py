@@ -197,6 +197,43 @@ def _ticks(frame_stamps: np.ndarray, first: int, last: int, rate_hz: float) -> t
     return ticks, np.searchsorted(frame_stamps, ticks, side="right") - 1
 
 
+def _gripper_at(
+    stamps: np.ndarray, values: np.ndarray, at_ns: np.ndarray, name: str, origin_ns: int, flags: list[str]
+) -> np.ndarray:
+    """The newest gripper value at or before each stamp; before the first sample, the first value (flagged)."""
+    newest = np.searchsorted(stamps, at_ns, side="right") - 1
+    if newest[0] < 0:  # a command topic that first publishes mid-episode
+        flags.append(
+            f"stream {name!r} starts at {_when(int(stamps[0]), origin_ns)}: its first value {float(values[0])} "
+            "is used before"
+        )
+    return values[np.maximum(newest, 0)]
+
+
+def _stall_and_jump_flags(
+    ticks: np.ndarray,
+    indices: np.ndarray,
+    captured: np.ndarray,
+    positions: np.ndarray,
+    limits: ResampleLimits,
+    names: StreamNames,
+    origin_ns: int,
+) -> list[str]:
+    """Repeated frames (the camera missed a tick) and per-step pose changes above max_pose_jump_m."""
+    flags = [
+        f"stream {names.frames!r} stalled: the tick at {_when(int(ticks[k]), origin_ns)} repeats the frame "
+        f"captured at {_when(int(captured[k]), origin_ns)}"
+        for k in np.flatnonzero(indices[1:] == indices[:-1]) + 1
+    ]
+    jumps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
+    flags += [
+        f"stream {names.poses!r} jumped {jumps[k]:.3f} m (more than {limits.max_pose_jump_m} m) between "
+        f"{_when(int(captured[k]), origin_ns)} and {_when(int(captured[k + 1]), origin_ns)}"
+        for k in np.flatnonzero(jumps > limits.max_pose_jump_m)
+    ]
+    return flags
+
+
 def resample(
     frame_stamps_ns: np.ndarray,
     poses: PoseSeries,
@@ -251,26 +288,10 @@ def resample(
     if gripper_stamps_ns is None:
         grip = np.full(len(deltas), GRIPPER_OPEN)
     else:
-        newest = np.searchsorted(gripper_stamps, captured[1:], side="right") - 1
-        if newest[0] < 0:  # a command topic that first publishes mid-episode: its first value held back to t=0
-            flags.append(
-                f"stream {names.gripper!r} starts at {_when(int(gripper_stamps[0]), origin_ns)}: its first value "
-                f"{float(gripper[0])} is used before"
-            )
-        grip = gripper[np.maximum(newest, 0)]
+        grip = _gripper_at(gripper_stamps, gripper, captured[1:], names.gripper, origin_ns, flags)
     actions = np.concatenate((deltas, grip[:, None].astype(np.float32)), axis=1)
     # 4. Flags: what the user should look at, although the episode is valid.
-    for k in np.flatnonzero(indices[1:] == indices[:-1]) + 1:
-        flags.append(
-            f"stream {names.frames!r} stalled: the tick at {_when(int(ticks[k]), origin_ns)} repeats the frame "
-            f"captured at {_when(int(captured[k]), origin_ns)}"
-        )
-    jumps = np.linalg.norm(np.diff(sampled_positions, axis=0), axis=1)
-    for k in np.flatnonzero(jumps > limits.max_pose_jump_m):
-        flags.append(
-            f"stream {names.poses!r} jumped {jumps[k]:.3f} m (more than {limits.max_pose_jump_m} m) between "
-            f"{_when(int(captured[k]), origin_ns)} and {_when(int(captured[k + 1]), origin_ns)}"
-        )
+    flags += _stall_and_jump_flags(ticks, indices, captured, sampled_positions, limits, names, origin_ns)
     return Resampled(
         frame_indices=indices[:-1].astype(np.int64),
         tick_stamps_ns=ticks[:-1],

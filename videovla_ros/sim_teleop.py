@@ -181,6 +181,28 @@ def chunk_rows(expert: Recording, anchor: Pose, first_row: int) -> np.ndarray:
     return np.concatenate((deltas, expert.actions[first_row:, 6:]), axis=1)
 
 
+def send_expert_chunks(teleop: SimTeleop, expert: Recording, capture_ns: int, rate_hz: float) -> None:
+    """The expert's rows as chunks of the remaining rows every CHUNK_ROWS steps, the first captured at capture_ns."""
+    period_ns = 1e9 / rate_hz
+    for first_row in range(0, expert.num_steps, CHUNK_ROWS):
+        chunk_capture_ns = capture_ns + round(first_row * period_ns)
+        # The bridge anchors a chunk at the arm's pose at its capture stamp, so wait for the samples around it.
+        while teleop.now_ns() < chunk_capture_ns + ANCHOR_DELAY_NS:
+            time.sleep(0.005)
+        anchor = teleop.history.lookup(chunk_capture_ns)
+        chunk = TimedChunk(
+            capture_time_ns=chunk_capture_ns,
+            frame_id="base_link",
+            instruction=expert.setup.instruction,
+            sequence=first_row,
+            actions=chunk_rows(expert, anchor, first_row).astype(np.float64),
+            dim_names=DEFAULT_ACTION_DIM_NAMES,
+            time_step=1.0 / rate_hz,
+            execute_rows=expert.num_steps - first_row,
+        )
+        teleop.chunk_pub.publish(to_msg(chunk))
+
+
 def play_episode(teleop: SimTeleop, env: TabletopEnv, task: str, rate_hz: float) -> TeleopEpisode:
     """One recorded episode; see the module docstring for the steps."""
     enable = teleop.call(teleop.enable_client, SetBool.Request(data=False))
@@ -208,24 +230,7 @@ def play_episode(teleop: SimTeleop, env: TabletopEnv, task: str, rate_hz: float)
     teleop.trigger(teleop.start_client)
     origin = int(teleop.wait_status("tick_origin_ns", timeout=5.0)["tick_origin_ns"])
     idle_steps, capture_ns = on_tick_grid(origin, teleop.now_ns(), rate_hz)
-    period_ns = 1e9 / rate_hz
-    for first_row in range(0, expert.num_steps, CHUNK_ROWS):
-        chunk_capture_ns = capture_ns + round(first_row * period_ns)
-        # The bridge anchors a chunk at the arm's pose at its capture stamp, so wait for the samples around it.
-        while teleop.now_ns() < chunk_capture_ns + ANCHOR_DELAY_NS:
-            time.sleep(0.005)
-        anchor = teleop.history.lookup(chunk_capture_ns)
-        chunk = TimedChunk(
-            capture_time_ns=chunk_capture_ns,
-            frame_id="base_link",
-            instruction=expert.setup.instruction,
-            sequence=first_row,
-            actions=chunk_rows(expert, anchor, first_row).astype(np.float64),
-            dim_names=DEFAULT_ACTION_DIM_NAMES,
-            time_step=1.0 / rate_hz,
-            execute_rows=expert.num_steps - first_row,
-        )
-        teleop.chunk_pub.publish(to_msg(chunk))
+    send_expert_chunks(teleop, expert, capture_ns, rate_hz)
     # The last row is due at capture + rows * step, tick idle + rows; the recorder has that step once a frame of
     # the tick after it is kept (frames are stamped by the camera, which may trail the clock), one tick later.
     wanted_s = (idle_steps + expert.num_steps + 2) / rate_hz
