@@ -45,7 +45,9 @@ def feed(recorder: RecorderSession, start_s: float, seconds: float, *, camera: b
 def test_start_needs_a_pose_and_one_episode_at_a_time(tmp_path):
     recorder = session(tmp_path)
     assert "no arm pose received on 'ee_pose'" in recorder.start("pick", 0).message
+    assert not recorder.status(0).has_pose
     feed(recorder, 0.0, 0.1)
+    assert recorder.status(0).has_pose
     assert recorder.start("pick", S // 10).ok
     assert "already recording" in recorder.start("pick", S // 10).message
     assert recorder.discard().ok and recorder.status(0).state == "idle"

@@ -18,7 +18,7 @@ Subscriptions (relative names unless absolute in a parameter):
     instruction (std_msgs/String, QoS INSTRUCTION, latched): the instruction ~/start records
 Publishers:
     ~/status (std_msgs/String, JSON, 2 Hz): state, episode, seconds, frames, dropped_frames, instruction,
-        last_outcome, tick_origin_ns (stamp of the episode's first tick)
+        last_outcome, has_pose, tick_origin_ns (stamp of the episode's first tick)
     /diagnostics (diagnostic_msgs/DiagnosticArray)
 Services:
     ~/start (std_srvs/Trigger): starts an episode with the latest instruction (refused on a nearly full disk,

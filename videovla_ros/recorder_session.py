@@ -52,6 +52,8 @@ class Status:
     dropped_frames: int
     instruction: str
     last_outcome: str
+    has_pose: bool
+    """Whether an arm pose has been received (~/start needs one)."""
     tick_origin_ns: int
     """Stamp of the episode's tick 0 (ticks follow every 1 / action_rate_hz), 0 before the first frame."""
 
@@ -216,6 +218,7 @@ class RecorderSession:
             dropped_frames=dropped,
             instruction=recording.journal.instruction[:200] if recording is not None else "",
             last_outcome=self.last_outcome,
+            has_pose=self._latest_pose is not None,
             tick_origin_ns=(selector.origin_ns or 0) if selector is not None else 0,
         )
 

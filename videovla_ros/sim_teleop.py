@@ -227,6 +227,7 @@ def play_episode(teleop: SimTeleop, env: TabletopEnv, task: str, rate_hz: float)
     enable = teleop.call(teleop.enable_client, SetBool.Request(data=True))
     if not enable.success:
         raise TeleopError(f"arm_bridge/enable true refused: {enable.message}")
+    teleop.wait_status("has_pose", timeout=SERVICE_TIMEOUT)
     teleop.trigger(teleop.start_client)
     origin = int(teleop.wait_status("tick_origin_ns", timeout=5.0)["tick_origin_ns"])
     idle_steps, capture_ns = on_tick_grid(origin, teleop.now_ns(), rate_hz)
