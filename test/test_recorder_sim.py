@@ -75,7 +75,8 @@ def sim_system(tmp_path: Path) -> Iterator[tuple[Path, object]]:
         image_width=SIZE,
         camera_fps=30.0,
     )
-    recorder = node_process("videovla_ros.recorder_node", log, dataset=str(dataset), min_free_disk_mb=0.0)
+    # A loaded test machine can pause the camera for a moment; these tests are not about stalls (test_recorder_session).
+    recorder = node_process("videovla_ros.recorder_node", log, dataset=str(dataset), min_free_disk_mb=0.0, max_gap=2.0)
     with ros_process.ros_context() as context:
         overrides = [Parameter(name, value=value) for name, value in BRIDGE.items()]
         bridge = ArmBridgeNode(context=context, namespace=NAMESPACE, parameter_overrides=overrides)
@@ -91,6 +92,16 @@ def sim_system(tmp_path: Path) -> Iterator[tuple[Path, object]]:
             bridge.destroy_node()
             stop(recorder)
             stop(sim)
+
+
+MAX_SIM_LATENCY_S = 0.08
+"""Largest arrival - stamp of the sim's frames and poses for the comparison with videovla-collect to hold."""
+
+
+def stream_latency(episode: object) -> dict[str, float]:
+    """The recorder's "stream latency" mark of an episode."""
+    marks = [e for e in episode.metadata.extra["events"] if e["event"] == "stream latency"]
+    return {k: v for k, v in marks[-1].items() if k != "event"}
 
 
 def train_arguments(dataset: Path, output: Path) -> list[str]:
@@ -112,12 +123,21 @@ def test_recorded_episodes_agree_with_videovla_collect_and_train(sim_system, tmp
     recorded = EpisodeDataset(dataset)
     assert len(recorded) == 2, system["log"].read_text()[-3000:]
     print(f"recorded 2 episodes in {seconds:.1f} s")
+    output = tmp_path / "run"
+    assert train_main(train_arguments(dataset, output)) == 0
+    assert (output / "final").is_dir()
     for sent, episode in zip(episodes, recorded, strict=True):
         assert sent.seed in (FIRST_SEED, FIRST_SEED + 1)
+        assert episode.metadata.instruction == sent.expert.setup.instruction
+        assert episode.metadata.num_steps >= sent.idle_steps + sent.expert.num_steps
+    if lagging := [lag for lag in map(stream_latency, recorded) if max(lag.values()) > MAX_SIM_LATENCY_S]:
+        # A simulated arm whose physics falls behind the clock applies each streamed target late in its own
+        # stamps, so the arm moves differently from videovla-collect's stepped one: the comparison only means
+        # something on a machine that keeps the simulation in real time (the recorder measured how late).
+        pytest.skip(f"the simulated arm lagged the clock ({lagging[0]}); recording and training checked only")
+    for sent, episode in zip(episodes, recorded, strict=True):
         expert, m = sent.expert, sent.idle_steps
         steps = expert.num_steps
-        assert episode.metadata.instruction == expert.setup.instruction
-        assert episode.metadata.num_steps >= m + steps
         actions = episode.actions[m : m + steps].astype(np.float64)
         error = np.abs(actions[:, :6] - expert.actions[:, :6])
         drift = np.abs(np.cumsum(actions[:, :6], axis=0) - np.cumsum(expert.actions[:, :6], axis=0))
@@ -128,7 +148,7 @@ def test_recorded_episodes_agree_with_videovla_collect_and_train(sim_system, tmp
             f"{error[:, 3:].max():.3f} rad, mean {error[:, :3].mean() * 1000:.2f} mm; integrated pose error max "
             f"{drift[:, :3].max() * 1000:.1f} mm, at the end {drift[-1, :3].max() * 1000:.2f} mm "
             f"{drift[-1, 3:].max():.4f} rad; gripper mismatches {gripper_mismatch}; frame difference mean "
-            f"{np.mean(frames):.2f} max {np.max(frames):.2f} /255"
+            f"{np.mean(frames):.2f} max {np.max(frames):.2f} /255; latency {stream_latency(episode)}"
         )
         # Tolerances measured on this test (README, "Record your own demonstrations"): frames and gripper agree
         # step for step; the recorder reads the MEASURED arm pose, which follows the streamed target with the sim
@@ -140,9 +160,6 @@ def test_recorded_episodes_agree_with_videovla_collect_and_train(sim_system, tmp
         assert error[:, :3].mean() < 0.004 and error[:, :3].max() < 0.045 and error[:, 3:].max() < 0.15
         assert drift[-1, :3].max() < 0.003 and drift[-1, 3:].max() < 0.02
         assert np.all(np.abs(episode.actions[:m, :6]) < 2e-3)  # at rest before the chunk
-    output = tmp_path / "run"
-    assert train_main(train_arguments(dataset, output)) == 0
-    assert (output / "final").is_dir()
 
 
 def test_kill_9_mid_episode_then_the_dataset_loads_and_trains(sim_system, tmp_path):

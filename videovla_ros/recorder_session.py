@@ -75,6 +75,8 @@ class RecorderSession:
         self._first_frame_ns: int | None = None
         self._last_frame_ns = 0
         self._rejected_frames = 0
+        self._latency_s = {"camera_max_s": 0.0, "pose_max_s": 0.0}
+        """Largest arrival - capture stamp per stream in this episode (a late or lagging source)."""
         self.pose_jumps = 0
 
     # ---- episodes ---------------------------------------------------------------------------------------
@@ -105,12 +107,14 @@ class RecorderSession:
         self._started_ns, self._first_frame_ns, self._last_frame_ns = now_ns, None, 0
         self._last_frame_arrival_ns = self._last_pose_arrival_ns = now_ns
         self._rejected_frames = 0
+        self._latency_s = {"camera_max_s": 0.0, "pose_max_s": 0.0}
         return self._done(Outcome(True, f"recording episode {self.kept + 1}: {instruction[:200]!r}"))
 
     def stop(self, success: bool | None = None) -> Outcome:
         """Keeps the episode; when it cannot become one (too short, bad streams) it goes on recording."""
         if self.recording is None or self._selector is None:
             return self._done(Outcome(False, "not recording"))
+        self.recording.mark("stream latency", **{k: round(v, 4) for k, v in self._latency_s.items()})
         pending = self._selector.flush()
         for stamp_ns, rgb in pending:
             self.recording.add_frame(stamp_ns, rgb)  # type: ignore[arg-type]
@@ -154,6 +158,7 @@ class RecorderSession:
             return
         if stamp_ns < self._started_ns:
             return  # captured before ~/start: not part of this episode
+        self._note_latency("camera_max_s", stamp_ns, arrival_ns)
         for kept_stamp, kept_rgb in self._selector.offer(stamp_ns, rgb):
             try:
                 self.recording.add_frame(kept_stamp, kept_rgb)  # type: ignore[arg-type]
@@ -179,7 +184,11 @@ class RecorderSession:
         self._last_pose_arrival_ns = arrival_ns
         if self.recording is not None:
             self.recording.add_pose(stamp_ns, position, quaternion_wxyz)
+            self._note_latency("pose_max_s", stamp_ns, arrival_ns)
         return mark
+
+    def _note_latency(self, key: str, stamp_ns: int, arrival_ns: int) -> None:
+        self._latency_s[key] = max(self._latency_s[key], (arrival_ns - stamp_ns) / S)
 
     def on_gripper(self, stamp_ns: int, value: float) -> None:
         """value: 0 (closed) .. 1 (open); the node refuses others before calling."""
