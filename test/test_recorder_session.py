@@ -12,7 +12,7 @@ from videovla_model.episodes import EpisodeDataset
 from videovla_model.recording import LiveRecording
 from videovla_model.recording import main as recover_main
 from videovla_model.resampling import ResampleLimits, StreamNames
-from videovla_ros.recorder_session import RecorderSession, SessionConfig, min_free_bytes
+from videovla_ros.recorder_session import RecorderSession, SessionConfig, latency_summary, min_free_bytes
 
 S = 1_000_000_000
 Q = np.array([0.0, 1.0, 0.0, 0.0])
@@ -86,7 +86,9 @@ def test_a_camera_that_stops_ends_the_episode_marked_not_padded(tmp_path):
     assert outcome is not None and outcome.ok and "stream 'image_raw' stopped at t=1.475 s" in outcome.message
     episode = EpisodeDataset(tmp_path)[0]
     assert episode.metadata.num_steps == 14  # up to the last frame, nothing repeated after it
-    assert "stream 'image_raw' stopped" in episode.metadata.extra["events"][0]["event"]
+    events = episode.metadata.extra["events"]
+    assert "stream 'image_raw' stopped" in events[0]["event"]
+    assert events[1] == {"event": "stream latency", **latency_summary({"camera": [0.005], "pose": [0.005]})}
 
 
 def test_a_short_episode_whose_camera_stops_is_discarded_with_the_reason(tmp_path):

@@ -95,7 +95,8 @@ def sim_system(tmp_path: Path) -> Iterator[tuple[Path, object]]:
 
 
 MAX_SIM_LATENCY_S = 0.1
-"""Largest arrival - stamp of the sim's frames and poses for the comparison with videovla-collect to hold."""
+"""Largest arrival - stamp of the sim's frames and poses up to which the comparison with videovla-collect holds:
+one late physics tick (a loaded machine) applies the streamed targets late and the arm's path differs."""
 
 
 def stream_latency(episode: object) -> dict[str, float]:

@@ -18,6 +18,17 @@ from videovla_model.recording import LiveRecording, RecordingError, StreamNames
 from videovla_model.resampling import NANOSECONDS_PER_SECOND, ResampleError, ResampleLimits, TickSelector
 
 S = NANOSECONDS_PER_SECOND
+MAX_LATENCY_SAMPLES = 200_000
+"""Latency samples kept per stream and episode (an hour of 50 Hz poses), so memory stays bounded."""
+
+
+def latency_summary(latencies: dict[str, list[float]]) -> dict[str, float]:
+    """Median and maximum arrival - stamp [s] per stream (0 for a stream without samples)."""
+    summary = {}
+    for stream, values in latencies.items():
+        summary[f"{stream}_median_s"] = round(float(np.median(values)), 4) if values else 0.0
+        summary[f"{stream}_max_s"] = round(max(values), 4) if values else 0.0
+    return summary
 
 
 @dataclass(frozen=True)
@@ -75,8 +86,8 @@ class RecorderSession:
         self._first_frame_ns: int | None = None
         self._last_frame_ns = 0
         self._rejected_frames = 0
-        self._latency_s = {"camera_max_s": 0.0, "pose_max_s": 0.0}
-        """Largest arrival - capture stamp per stream in this episode (a late or lagging source)."""
+        self._latency_s: dict[str, list[float]] = {"camera": [], "pose": []}
+        """arrival - capture stamp of every sample per stream in this episode (a late or lagging source)."""
         self.pose_jumps = 0
 
     # ---- episodes ---------------------------------------------------------------------------------------
@@ -107,14 +118,14 @@ class RecorderSession:
         self._started_ns, self._first_frame_ns, self._last_frame_ns = now_ns, None, 0
         self._last_frame_arrival_ns = self._last_pose_arrival_ns = now_ns
         self._rejected_frames = 0
-        self._latency_s = {"camera_max_s": 0.0, "pose_max_s": 0.0}
+        self._latency_s = {"camera": [], "pose": []}
         return self._done(Outcome(True, f"recording episode {self.kept + 1}: {instruction[:200]!r}"))
 
     def stop(self, success: bool | None = None) -> Outcome:
         """Keeps the episode; when it cannot become one (too short, bad streams) it goes on recording."""
         if self.recording is None or self._selector is None:
             return self._done(Outcome(False, "not recording"))
-        self.recording.mark("stream latency", **{k: round(v, 4) for k, v in self._latency_s.items()})
+        self.recording.mark("stream latency", **latency_summary(self._latency_s))
         pending = self._selector.flush()
         for stamp_ns, rgb in pending:
             self.recording.add_frame(stamp_ns, rgb)  # type: ignore[arg-type]
@@ -158,7 +169,7 @@ class RecorderSession:
             return
         if stamp_ns < self._started_ns:
             return  # captured before ~/start: not part of this episode
-        self._note_latency("camera_max_s", stamp_ns, arrival_ns)
+        self._note_latency("camera", stamp_ns, arrival_ns)
         for kept_stamp, kept_rgb in self._selector.offer(stamp_ns, rgb):
             try:
                 self.recording.add_frame(kept_stamp, kept_rgb)  # type: ignore[arg-type]
@@ -184,11 +195,12 @@ class RecorderSession:
         self._last_pose_arrival_ns = arrival_ns
         if self.recording is not None:
             self.recording.add_pose(stamp_ns, position, quaternion_wxyz)
-            self._note_latency("pose_max_s", stamp_ns, arrival_ns)
+            self._note_latency("pose", stamp_ns, arrival_ns)
         return mark
 
-    def _note_latency(self, key: str, stamp_ns: int, arrival_ns: int) -> None:
-        self._latency_s[key] = max(self._latency_s[key], (arrival_ns - stamp_ns) / S)
+    def _note_latency(self, stream: str, stamp_ns: int, arrival_ns: int) -> None:
+        if len(self._latency_s[stream]) < MAX_LATENCY_SAMPLES:
+            self._latency_s[stream].append((arrival_ns - stamp_ns) / S)
 
     def on_gripper(self, stamp_ns: int, value: float) -> None:
         """value: 0 (closed) .. 1 (open); the node refuses others before calling."""
