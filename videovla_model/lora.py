@@ -21,7 +21,6 @@ The base fingerprint hashes every frozen tensor's name and shape and a sample of
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -41,6 +40,7 @@ from videovla_model.condition_normalization import (
     ConditionNormalizer,
 )
 from videovla_model.configuration import VideoVLAConfig
+from videovla_model.latent_cache import sampled_weights_hash
 from videovla_model.memory import LORA_TARGET_MODULES
 from videovla_model.modeling import VideoVLAModel
 from videovla_model.normalization import NORMALIZATION_NAME, ActionNormalizer
@@ -150,17 +150,9 @@ def fully_trained_names(transformer: VideoVLATransformer) -> set[str]:
 
 
 def base_fingerprint(transformer: VideoVLATransformer) -> str:
-    """sha256 of the frozen tensors' names, shapes and sampled values (see the module docstring)."""
-    skip = fully_trained_names(transformer)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(transformer.state_dict().items()):
-        if name in skip:
-            continue
-        flat = tensor.detach().reshape(-1)
-        sample = torch.cat([flat[:FINGERPRINT_SAMPLE], flat[-FINGERPRINT_SAMPLE:]]).to("cpu", torch.float32)
-        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
-        digest.update(sample.contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    """Hash of the frozen tensors' names, shapes and sampled values (see the module docstring)."""
+    trained = frozenset(fully_trained_names(transformer))
+    return sampled_weights_hash(transformer, skip=trained, sample=FINGERPRINT_SAMPLE)
 
 
 def add_lora(transformer: VideoVLATransformer, settings: LoraSettings) -> None:

@@ -70,8 +70,21 @@ from videovla_model.data import (
 )
 from videovla_model.episodes import EpisodeDataset
 from videovla_model.latent_cache import LatentCache, cache_fingerprint, vae_weights_hash
+from videovla_model.lora import AdapterConfig, load_adapter_model, save_adapter
+from videovla_model.memory import OPTIMIZERS
 from videovla_model.modeling import LossOutput, VideoVLAModel
+from videovla_model.optimization import build_optimizer, check_optimizer_runs_on
 from videovla_model.training_config import TRAINING_CONFIG_NAME, TrainingConfig
+from videovla_model.training_setup import (
+    INSTRUCTION_CACHE_DIR,
+    apply_lora,
+    check_memory,
+    install_instruction_table,
+    lora_settings,
+    planned_model_config,
+    resumed_is_adapter,
+    uses_gradient_checkpointing,
+)
 
 logger = logging.getLogger("videovla.train")
 
@@ -127,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="encode every training clip with the frozen VAE once, into FOLDER, and train from those posteriors "
         "(reused by later runs with the same data and VAE; rebuilt otherwise)",
     )
+    data.add_argument(
+        "--instruction-cache",
+        default=None,
+        metavar="FOLDER",
+        help="where the instructions' T5 embeddings are kept (encoded once; T5 stays off the training device; "
+        "default: OUTPUT/instruction_cache)",
+    )
     data.add_argument("--num-workers", type=int, default=defaults["num_workers"], help="dataloader worker processes")
 
     model = parser.add_argument_group("model (exactly one of --preset, --config, --init-from)")
@@ -155,7 +175,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample training timesteps as T * Beta(value, 1): 1 is uniform, more trains more on noisy timesteps "
         "(default: the model config's loss.timestep_beta)",
     )
-    model.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
+    model.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="recompute activations in backward to save memory (default: on for transformers of 1B parameters or "
+        "more, e.g. the cogvideox-5b preset)",
+    )
+    model.add_argument(
+        "--lora-rank",
+        type=int,
+        default=None,
+        metavar="R",
+        help="train rank-R LoRA on the DiT attention (q, k, v, out) plus the action layers in full, instead of "
+        "every weight; needs --init-from or --init-cogvideox; checkpoints hold only the trained tensors "
+        "(merge with videovla-merge-lora)",
+    )
+    model.add_argument("--lora-alpha", type=float, default=None, metavar="A", help="LoRA scale alpha (default: R)")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--steps", type=int, default=defaults["steps"], help="optimizer steps in total")
@@ -178,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("no", "bf16", "fp16"),
         default=defaults["mixed_precision"],
         help="autocast precision (fp16 needs CUDA); weights and optimizer state stay float32",
+    )
+    optim.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=defaults["optimizer"],
+        help="AdamW, fused AdamW, or 8-bit AdamW (bitsandbytes, CUDA only; 2 instead of 8 bytes of state per weight)",
+    )
+    optim.add_argument(
+        "--max-memory-gb",
+        type=float,
+        default=None,
+        help="refuse to start when the memory estimate exceeds this (default on CUDA: the device's free memory)",
     )
     optim.add_argument("--seed", type=int, default=defaults["seed"], help="seed of weights, data order and noise")
 
@@ -227,6 +275,11 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
         timestep_beta=args.timestep_beta,
         frame_stride=args.frame_stride,
         latent_cache=args.latent_cache,
+        instruction_cache=args.instruction_cache,
+        optimizer=args.optimizer,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        max_memory_gb=args.max_memory_gb,
     )
 
 
@@ -237,8 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         run = TrainingRun(config, resume=args.resume)
-    except (ValueError, FileNotFoundError) as error:
-        # DatasetError, bad settings and missing folders: the message already names the field and the fix.
+    except (ValueError, FileNotFoundError, MemoryError) as error:
+        # DatasetError, bad settings, missing folders, a run that cannot fit: the message names the fix.
         parser.error(str(error))
     run.train()
     return 0
@@ -278,11 +331,17 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 
 
 class _LossModule(nn.Module):
-    """Routes `compute_loss` through `forward`, so DDP's gradient hooks and accelerate's autocast apply."""
+    """Routes `compute_loss` through `forward`, so DDP's gradient hooks and accelerate's autocast apply.
+
+    Only the transformer is a registered submodule: accelerate places, wraps and shards it alone, while the run
+    places the frozen VAE itself and T5 stays on the host (its embeddings come from the instruction cache).
+    """
 
     def __init__(self, model: VideoVLAModel) -> None:
         super().__init__()
-        self.model = model
+        self.transformer = model.transformer
+        # Set past nn.Module's registration, so `.to()`, DDP and FSDP never see the VAE or T5.
+        object.__setattr__(self, "model", model)
 
     def forward(self, batch: TrainingBatch, generator: torch.Generator) -> LossOutput:
         return self.model.compute_loss(batch, generator=generator)
@@ -320,6 +379,13 @@ class TrainingRun:
         self.resume_from, self.start_step = self._resume_point(resume)
         if self.start_step > config.steps:
             raise ValueError(f"steps={config.steps} is below the resumed checkpoint's step {self.start_step}")
+        # Refusals that need no weights come before loading any.
+        check_optimizer_runs_on(config.optimizer, self.accelerator.device)
+        planned = planned_model_config(config, self.resume_from)
+        self.gradient_checkpointing = uses_gradient_checkpointing(config, planned)
+        shards = self.accelerator.num_processes if self.accelerator.distributed_type == DistributedType.FSDP else 1
+        check_memory(config, planned, self.accelerator.device, shards, log=self.accelerator.is_main_process)
+        self.resumed_adapter: AdapterConfig | None = None
 
         self.episodes = EpisodeDataset(config.dataset)
         action_rate = dataset_action_rate(self.episodes)
@@ -354,6 +420,7 @@ class TrainingRun:
         self.frame_stride = frame_stride
         if config.latent_cache is not None:
             self.dataset.use_latent_cache(self._latent_cache(Path(config.latent_cache)))
+        self._install_instruction_table()
         inherited_from = "the resumed checkpoint" if self.resume_from is not None else f"--init-from {config.init_from}"
         if self.model.config.normalize_condition:
             if not self.model.condition_normalizer.is_identity:
@@ -373,6 +440,22 @@ class TrainingRun:
                     len(instructions),
                     len(set(instructions)),
                 )
+        self.lora_base = apply_lora(self.model, config, self.resumed_adapter) if config.lora_rank is not None else None
+
+    def _install_instruction_table(self) -> None:
+        """T5 embeddings of every instruction, from the instruction cache (built first by the main process)."""
+        config, accelerator = self.config, self.accelerator
+        folder = Path(config.instruction_cache or self.output / INSTRUCTION_CACHE_DIR)
+        instructions = [episode.metadata.instruction for episode in self.episodes]
+        device = accelerator.device
+        if accelerator.is_main_process:
+            install_instruction_table(self.model, instructions, folder, device, build=True)
+        accelerator.wait_for_everyone()
+        if (
+            not accelerator.is_main_process
+            and install_instruction_table(self.model, instructions, folder, device, build=False) is None
+        ):
+            raise RuntimeError(f"instruction cache {folder} is missing or incomplete after it was built")
 
     def _instruction_embeddings(self, instructions: list[str]) -> torch.Tensor:
         """(N, max_length, d_model) raw T5 embeddings of `instructions`, each distinct one encoded once."""
@@ -479,6 +562,9 @@ class TrainingRun:
         # Fresh weights (action layers, or everything for a preset) must not depend on the process count.
         set_seed(config.seed)
         if self.resume_from is not None:
+            if resumed_is_adapter(self.resume_from):
+                model, self.resumed_adapter = load_adapter_model(self.resume_from)
+                return model
             return VideoVLAModel.from_pretrained(self.resume_from)
         if config.init_from is not None:
             model = VideoVLAModel.from_pretrained(config.init_from)
@@ -497,12 +583,14 @@ class TrainingRun:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         config = self.config
-        return torch.optim.AdamW(
+        return build_optimizer(
+            config.optimizer,
             self.model.trainable_parameters(),
             lr=config.lr,
             betas=config.betas,
             eps=config.adam_epsilon,
             weight_decay=config.weight_decay,
+            device=self.accelerator.device,
         )
 
     # Loop ------------------------------------------------------------------------------------------------------
@@ -514,9 +602,10 @@ class TrainingRun:
         if accelerator.is_main_process:
             self.output.mkdir(parents=True, exist_ok=True)
             config.save(self.output)
-        if config.gradient_checkpointing:
+        if self.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
         self.model.train()
+        self.model.vae.to(device)
         optimizer = self._optimizer()
         scheduler = get_scheduler(
             _SCHEDULE_NAMES[config.lr_schedule],
@@ -598,7 +687,7 @@ class TrainingRun:
         if accelerator.is_main_process:
             if final.exists():
                 shutil.rmtree(final)
-            self.model.save_pretrained(final)
+            self._save_model(final)
             logger.info("saved the final model to %s", final)
         accelerator.wait_for_everyone()
         accelerator.end_training()
@@ -655,9 +744,16 @@ class TrainingRun:
         if accelerator.is_main_process:
             logger.info("step %d: weights identical on all %d processes", step, accelerator.num_processes)
 
+    def _save_model(self, folder: str | Path) -> None:
+        """A plain checkpoint, or for LoRA runs an adapter folder (trained tensors + base reference)."""
+        if self.lora_base is None:
+            self.model.save_pretrained(folder)
+        else:
+            save_adapter(self.model, folder, lora_settings(self.config), self.lora_base)
+
     def _save_model_hook(self, models: list[nn.Module], weights: list[dict[str, torch.Tensor]], folder: str) -> None:
         if self.accelerator.is_main_process:
-            self.model.save_pretrained(folder)
+            self._save_model(folder)
         # Emptying `weights` stops accelerate from writing a second copy of the model.
         weights.clear()
 
