@@ -42,7 +42,7 @@ from videovla_model.condition_normalization import (
 from videovla_model.configuration import VideoVLAConfig
 from videovla_model.latent_cache import sampled_weights_hash
 from videovla_model.memory import LORA_TARGET_MODULES
-from videovla_model.modeling import VideoVLAModel
+from videovla_model.modeling import VideoVLAModel, resolve_dtype
 from videovla_model.normalization import NORMALIZATION_NAME, ActionNormalizer
 from videovla_model.transformer import VideoVLATransformer
 
@@ -269,11 +269,16 @@ def load_trained_tensors(transformer: VideoVLATransformer, tensors: dict[str, to
         p.copy_(tensors[name].to(device=p.device, dtype=p.dtype))
 
 
+def load_merged_model(folder: str | Path, device: str = "cpu", dtype: str = "float32") -> VideoVLAModel:
+    """The adapter's base with the adapter merged in, on `device` in `dtype`, in eval mode."""
+    model, _ = load_adapter_model(folder)
+    merge_lora(model.transformer)
+    return model.to(device=device, dtype=resolve_dtype(dtype)).eval()
+
+
 def merge_adapter(adapter_folder: str | Path, output: str | Path) -> Path:
     """Writes the adapter's base with the adapter merged in as a plain checkpoint (`VideoVLAModel` layout)."""
-    model, _ = load_adapter_model(adapter_folder)
-    merge_lora(model.transformer)
-    return model.save_pretrained(output)
+    return load_merged_model(adapter_folder).save_pretrained(output)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
