@@ -30,16 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKLCogVideoX
+from random_models import build_model  # benchmarks/ (the script's folder) is on sys.path
 from torch import nn
-from transformers import ByT5Tokenizer
 
 from videovla_model.configuration import PRESETS, VideoVLAConfig
 from videovla_model.contract import Observation
-from videovla_model.modeling import VideoVLAModel, resolve_dtype, vae_kwargs
+from videovla_model.modeling import VideoVLAModel, resolve_dtype
 from videovla_model.policy import VideoVLAPolicy
-from videovla_model.text import build_text_encoder, build_tokenizer
-from videovla_model.transformer import VideoVLATransformer
 
 STAGES = ("text_encoding", "observation_encoding", "denoising", "action_readout", "video_decoding")
 
@@ -75,22 +72,6 @@ class ForwardTimer:
         if self._sync is not None:
             self._sync()
         self.seconds.append(time.perf_counter() - self._start)
-
-
-def build_model(config: VideoVLAConfig, device: torch.device, dtype: torch.dtype) -> VideoVLAModel:
-    """Random weights allocated on `device` from the start (a 5B model never passes through CPU memory)."""
-    tokenizer = ByT5Tokenizer() if config.text.tokenizer == "t5" else build_tokenizer(config.text)
-
-    def cast(module: nn.Module) -> nn.Module:
-        # Each part is cast as soon as it exists, so float32 copies of all parts never coexist.
-        return module if dtype == torch.float32 else module.to(dtype)
-
-    with torch.device(device):
-        text_encoder = cast(build_text_encoder(config.text))
-        vae = cast(AutoencoderKLCogVideoX(**vae_kwargs(config)))
-        transformer = cast(VideoVLATransformer(config))
-    model = VideoVLAModel(config, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer)
-    return model.eval()
 
 
 def peak_memory_bytes(device: torch.device) -> int:

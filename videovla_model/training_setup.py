@@ -103,8 +103,8 @@ def install_instruction_table(
 
 
 def apply_lora(model: VideoVLAModel, config: TrainingConfig, resumed_adapter: AdapterConfig | None) -> BaseReference:
-    """LoRA on `model`'s transformer (already applied when resuming an adapter); under bf16/fp16 autocast the
-    frozen weight matrices are stored in the autocast dtype (they are only read). Returns the base adapters name."""
+    """LoRA on `model`'s transformer (already applied when resuming an adapter), frozen weights stored as
+    `store_frozen_weights_for` says. Returns the base the adapters name."""
     assert config.lora_rank is not None  # called for LoRA runs only
     if resumed_adapter is not None:
         base = resumed_adapter.base
@@ -116,14 +116,19 @@ def apply_lora(model: VideoVLAModel, config: TrainingConfig, resumed_adapter: Ad
             fingerprint=base_fingerprint(model.transformer),
         )
         add_lora(model.transformer, lora_settings(config))
-    frozen_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision)
-    if frozen_dtype is not None:
-        # Matrices only (nearly all the weight): autocast casts them for matmuls and convolutions anyway, while
-        # norms run in float32 under autocast and need float32 weights.
-        for parameter in model.transformer.parameters():
-            if not parameter.requires_grad and parameter.ndim >= 2:
-                parameter.data = parameter.data.to(frozen_dtype)
+    store_frozen_weights_for(model.transformer, config.mixed_precision)
     return base
+
+
+def store_frozen_weights_for(transformer: torch.nn.Module, mixed_precision: str) -> None:
+    """Under bf16/fp16 autocast, frozen weight matrices (nearly all the weight) are stored in that dtype: autocast
+    casts them for matmuls and convolutions anyway. Norm weights stay float32, as autocast runs norms in float32."""
+    frozen_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+    if frozen_dtype is None:
+        return
+    for parameter in transformer.parameters():
+        if not parameter.requires_grad and parameter.ndim >= 2:
+            parameter.data = parameter.data.to(frozen_dtype)
 
 
 def lora_settings(config: TrainingConfig) -> LoraSettings:

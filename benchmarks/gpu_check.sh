@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU check of the 5B model (random weights, nothing downloaded): deploy latency per chunk and one LoRA and one
+# full fine-tuning step, printed as one table by benchmarks/gpu_check.py. Runs in under 8 minutes on one H100/H200.
+#
+#   bash benchmarks/gpu_check.sh                              # on the GPU machine
+#   bash benchmarks/gpu_check.sh --preset tiny --device cpu   # the same flow on CPU in seconds (the test runs this)
+#
+# The GPU machine has Python 3.12, torch with CUDA, transformers, accelerate and peft, but no diffusers and no
+# package registry. Download the missing pure-Python wheels here, into .whl/ (git-ignored, so carry it: the
+# device tool's `carry: [".whl"]`); this script installs them there before running:
+#
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 -d .whl diffusers==0.42.1 importlib_metadata zipp
+#
+# diffusers is pure Python, so its py3 wheel works on any platform. Nothing else of the suite is needed there: the
+# check imports no OpenCV and no ROS. PYTHON selects the interpreter (default python3).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python3}"
+
+if ! "$PYTHON" -c "import diffusers" 2>/dev/null; then
+    shopt -s nullglob
+    wheels=(.whl/*.whl)
+    if [ ${#wheels[@]} -eq 0 ]; then
+        echo "gpu_check: diffusers is not installed and .whl/ holds no wheels (see the download command in $0)" >&2
+        exit 2
+    fi
+    "$PYTHON" -m pip install --quiet --no-deps --no-index "${wheels[@]}"
+fi
+
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PYTHON" benchmarks/gpu_check.py "$@"
