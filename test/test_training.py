@@ -321,3 +321,17 @@ def test_gradient_checkpointing_defaults_on_for_the_5b_preset_only():
     assert not uses_gradient_checkpointing(TrainingConfig(dataset="d", output="o", preset="tiny"), TINY)
     explicit = TrainingConfig(dataset="d", output="o", preset="cogvideox-5b", gradient_checkpointing=False)
     assert not uses_gradient_checkpointing(explicit, VideoVLAConfig.preset("cogvideox-5b"))
+
+
+def test_full_weights_gathered_by_fsdp_become_a_plain_checkpoint(tmp_path):
+    from videovla_model.training_setup import with_transformer_weights
+
+    torch.manual_seed(0)
+    model = VideoVLAModel(TINY)
+    # What accelerator.get_state_dict returns for the prepared loss module under FSDP.
+    gathered = {f"transformer.{name}": tensor.clone() for name, tensor in model.transformer.state_dict().items()}
+    with_transformer_weights(model, gathered).save_pretrained(tmp_path / "gathered")
+    reloaded = transformer_weights(tmp_path / "gathered")
+    assert reloaded.keys() == model.transformer.state_dict().keys()
+    for name, tensor in model.transformer.state_dict().items():
+        torch.testing.assert_close(reloaded[name], tensor, rtol=0, atol=0)

@@ -84,6 +84,7 @@ from videovla_model.training_setup import (
     planned_model_config,
     resumed_is_adapter,
     uses_gradient_checkpointing,
+    with_transformer_weights,
 )
 
 logger = logging.getLogger("videovla.train")
@@ -94,7 +95,13 @@ FINAL_DIR = "final"
 METRICS_NAME = "metrics.csv"
 METRICS_FIELDS = ("step", "loss", "video_loss", "action_loss", "lr", "samples_per_s")
 SUPPORTED_DISTRIBUTED = frozenset(
-    {DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.MULTI_NPU}
+    {
+        DistributedType.NO,
+        DistributedType.MULTI_CPU,
+        DistributedType.MULTI_GPU,
+        DistributedType.MULTI_NPU,
+        DistributedType.FSDP,
+    }
 )
 # Observations the conditioning statistics are fitted to, spread evenly over the dataset's windows.
 CONDITION_FIT_SAMPLES = 4096
@@ -381,6 +388,8 @@ class TrainingRun:
             raise ValueError(f"steps={config.steps} is below the resumed checkpoint's step {self.start_step}")
         # Refusals that need no weights come before loading any.
         check_optimizer_runs_on(config.optimizer, self.accelerator.device)
+        if config.lora_rank is not None and self.accelerator.distributed_type == DistributedType.FSDP:
+            raise ValueError("--lora-rank trains data-parallel (its trained tensors are small): launch it without FSDP")
         planned = planned_model_config(config, self.resume_from)
         self.gradient_checkpointing = uses_gradient_checkpointing(config, planned)
         shards = self.accelerator.num_processes if self.accelerator.distributed_type == DistributedType.FSDP else 1
@@ -606,6 +615,8 @@ class TrainingRun:
             self.model.enable_gradient_checkpointing()
         self.model.train()
         self.model.vae.to(device)
+        # FSDP flattens and shards the parameters while preparing the model: the optimizer is built on what it leaves.
+        self._loss_module = loss_module = accelerator.prepare(_LossModule(self.model))
         optimizer = self._optimizer()
         scheduler = get_scheduler(
             _SCHEDULE_NAMES[config.lr_schedule],
@@ -613,7 +624,7 @@ class TrainingRun:
             num_warmup_steps=config.warmup_steps,
             num_training_steps=config.steps,
         )
-        loss_module, optimizer, scheduler = accelerator.prepare(_LossModule(self.model), optimizer, scheduler)
+        optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
         # Model weights go through save_pretrained (one format for checkpoints and releases) and come back through
         # from_pretrained at construction, so accelerate's own model files are skipped both ways.
         accelerator.register_save_state_pre_hook(self._save_model_hook)
@@ -684,10 +695,10 @@ class TrainingRun:
         progress.close()
 
         final = self.output / FINAL_DIR
+        if accelerator.is_main_process and final.exists():
+            shutil.rmtree(final)
+        self._save_model(final)
         if accelerator.is_main_process:
-            if final.exists():
-                shutil.rmtree(final)
-            self._save_model(final)
             logger.info("saved the final model to %s", final)
         accelerator.wait_for_everyone()
         accelerator.end_training()
@@ -734,8 +745,8 @@ class TrainingRun:
         """Raises RuntimeError when data-parallel processes hold different weights (a checkpoint saved from rank 0
         would silently drop the others' work)."""
         accelerator = self.accelerator
-        if accelerator.num_processes == 1:
-            return
+        if accelerator.num_processes == 1 or accelerator.distributed_type == DistributedType.FSDP:
+            return  # FSDP holds one sharded copy: there is nothing to compare
         digest = torch.stack([p.detach().double().sum() for p in self.model.trainable_parameters()])
         digests = accelerator.gather(digest[None]).cpu()
         differing = [rank for rank in range(1, len(digests)) if not torch.equal(digests[rank], digests[0])]
@@ -745,15 +756,23 @@ class TrainingRun:
             logger.info("step %d: weights identical on all %d processes", step, accelerator.num_processes)
 
     def _save_model(self, folder: str | Path) -> None:
-        """A plain checkpoint, or for LoRA runs an adapter folder (trained tensors + base reference)."""
-        if self.lora_base is None:
-            self.model.save_pretrained(folder)
+        """A plain checkpoint, or for LoRA runs an adapter folder (trained tensors + base reference), written by
+        the main process. Every process calls it: under FSDP gathering the full weights takes all of them."""
+        accelerator = self.accelerator
+        if accelerator.distributed_type == DistributedType.FSDP:
+            state = accelerator.get_state_dict(self._loss_module)
+            model = with_transformer_weights(self.model, state) if accelerator.is_main_process else self.model
         else:
-            save_adapter(self.model, folder, lora_settings(self.config), self.lora_base)
+            model = self.model
+        if not accelerator.is_main_process:
+            return
+        if self.lora_base is None:
+            model.save_pretrained(folder)
+        else:
+            save_adapter(model, folder, lora_settings(self.config), self.lora_base)
 
     def _save_model_hook(self, models: list[nn.Module], weights: list[dict[str, torch.Tensor]], folder: str) -> None:
-        if self.accelerator.is_main_process:
-            self._save_model(folder)
+        self._save_model(folder)
         # Emptying `weights` stops accelerate from writing a second copy of the model.
         weights.clear()
 

@@ -24,6 +24,7 @@ from videovla_model.memory import (
 from videovla_model.modeling import VideoVLAModel
 from videovla_model.text import UNCONDITIONAL_PROMPT
 from videovla_model.training_config import TrainingConfig
+from videovla_model.transformer import VideoVLATransformer
 
 logger = logging.getLogger("videovla.train")
 
@@ -134,6 +135,27 @@ def store_frozen_weights_for(transformer: torch.nn.Module, mixed_precision: str)
 def lora_settings(config: TrainingConfig) -> LoraSettings:
     assert config.lora_rank is not None  # called for LoRA runs only
     return LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
+
+
+def with_transformer_weights(model: VideoVLAModel, state: dict[str, torch.Tensor]) -> VideoVLAModel:
+    """A model sharing `model`'s VAE, T5, tokenizer and statistics, with a transformer holding `state` (the full
+    weights FSDP gathered, keyed as the prepared module names them: "transformer.<name>")."""
+    prefix = "transformer."
+    weights = {name.removeprefix(prefix): tensor for name, tensor in state.items()}
+    with torch.device("meta"):
+        transformer = VideoVLATransformer(model.config)
+    transformer.load_state_dict(weights, assign=True)
+    config = model.config
+    return VideoVLAModel(
+        config,
+        tokenizer=model.tokenizer,
+        text_encoder=model.text_encoder,
+        vae=model.vae,
+        transformer=transformer,
+        normalizer=model.normalizer,
+        condition_normalizer=model.condition_normalizer if config.normalize_condition else None,
+        text_normalizer=model.text_normalizer if config.normalize_text else None,
+    )
 
 
 def resumed_is_adapter(resume_from: Path | None) -> bool:
