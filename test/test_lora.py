@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -140,3 +141,16 @@ def test_lora_under_bf16_autocast_keeps_the_frozen_weights_in_bf16_and_the_adapt
     tensors = load_file(str(output / "final" / ADAPTER_WEIGHTS_NAME))
     assert {t.dtype for t in tensors.values()} == {torch.float32}
     assert all(torch.isfinite(t).all() for t in tensors.values())
+
+
+def test_load_policy_opens_an_adapter_folder_merged(lora_run, tmp_path):
+    from videovla_model.contract import Observation
+    from videovla_model.policy import load_policy
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    merged_dir = tmp_path / "merged"
+    merge_adapter(lora_run / "final", merged_dir)
+    from_adapter = load_policy(lora_run / "final", num_inference_steps=2, seed=3)
+    from_merged = load_policy(merged_dir, num_inference_steps=2, seed=3)
+    observation = Observation(image, "pick up the red cube")
+    np.testing.assert_allclose(from_adapter.infer(observation).actions, from_merged.infer(observation).actions)
