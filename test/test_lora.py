@@ -91,8 +91,10 @@ def test_merged_checkpoint_computes_what_the_adapter_applied_model_computes(lora
 
 def test_an_adapter_for_another_base_is_refused_in_one_line(lora_run, base_dir, tmp_path):
     other = VideoVLAModel.from_pretrained(base_dir)
+    weight = other.transformer.backbone.transformer_blocks[0].attn1.to_q.weight
+    original = weight.detach().clone()
     with torch.no_grad():
-        other.transformer.backbone.transformer_blocks[0].attn1.to_q.weight.add_(0.01)
+        weight.add_(0.01)
     # Same path, other weights: the adapter names the base by path and checks its fingerprint.
     other.save_pretrained(base_dir)
     try:
@@ -101,7 +103,7 @@ def test_an_adapter_for_another_base_is_refused_in_one_line(lora_run, base_dir, 
         assert "\n" not in str(raised.value) and "trained on another base" in str(raised.value)
     finally:
         with torch.no_grad():
-            other.transformer.backbone.transformer_blocks[0].attn1.to_q.weight.sub_(0.01)
+            weight.copy_(original)
         other.save_pretrained(base_dir)
 
 
