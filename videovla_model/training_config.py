@@ -36,6 +36,8 @@ RESUMABLE_CHANGES = frozenset(
         "latent_cache",
         "instruction_cache",
         "max_memory_gb",
+        # Recomputing activations changes memory and speed, not the updates.
+        "gradient_checkpointing",
     }
 )
 
