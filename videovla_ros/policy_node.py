@@ -42,7 +42,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor
@@ -56,7 +55,14 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from videovla_model.contract import Observation, Policy, PolicyMetadata, validate_frames, validate_output
+from videovla_model.contract import (
+    Observation,
+    Policy,
+    PolicyMetadata,
+    PolicyOutput,
+    validate_frames,
+    validate_output,
+)
 from videovla_model.policy import load_policy  # torch-free until a checkpoint is loaded
 from videovla_msgs.action import ExecuteInstruction
 from videovla_msgs.msg import ActionChunk, VideoClip
@@ -516,29 +522,29 @@ class PolicyNode(LifecycleNode):
         self._account_goal(inference_time, published)
         # Decoded only now, after the chunk is out: the imagined video never delays control.
         if output.imagination is not None:
-            try:
-                frames = policy.decode_imagination(output)
-                if frames is not None:
-                    validate_frames(frames)
-            except Exception as error:  # a failed decode costs the picture, never the chunk
-                self.diagnostics.count("imagination_errors")
-                self._log_repeated(self._error_log, f"imagination decoding failed: {error}", error=True)
-                return
-            if frames is not None:
-                self._publish_imagination(frames, message.header.frame_id, job, sequence, metadata, params, outputs)
+            self._publish_imagination(policy, output, message.header.frame_id, job, sequence, params, outputs)
 
     def _publish_imagination(
         self,
-        frames: np.ndarray,
+        policy: Policy,
+        output: PolicyOutput,
         camera_frame_id: str,
         job: InferenceJob,
         sequence: int,
-        metadata: PolicyMetadata,
         params: PolicyNodeParameters,
         outputs: _Outputs,
     ) -> None:
-        """frames: (T, H, W, 3) uint8 imagined video, published in the camera's frame."""
-        period = metadata.imagined_frame_period
+        """Decodes the imagined video of `output` ((T, H, W, 3) uint8) and publishes it in the camera's frame."""
+        try:
+            frames = policy.decode_imagination(output)
+            if frames is None:
+                return
+            validate_frames(frames)
+        except Exception as error:  # a failed decode costs the picture, never the chunk
+            self.diagnostics.count("imagination_errors")
+            self._log_repeated(self._error_log, f"imagination decoding failed: {error}", error=True)
+            return
+        period = policy.metadata.imagined_frame_period
         capture = job.frame.capture_time_ns
         outputs.strip.publish(strip_msg(frames, capture, camera_frame_id, params.imagination_max_width))
         outputs.clip.publish(video_clip_msg(frames, capture, camera_frame_id, job.instruction, sequence, period))
