@@ -249,6 +249,20 @@ def test_a_watched_imagination_is_decoded_only_after_its_chunk_is_published(chec
         assert recorder.at_decode_start == [1, 2]
 
 
+def test_a_failed_imagination_decode_is_counted_and_costs_only_the_picture(checkpoint):
+    def fail() -> None:
+        raise RuntimeError("VAE out of memory")
+
+    with running_policy(checkpoint, publish_imagination="always") as h:
+        h.node.policy = RecordingPolicy(h.node.policy, fail)
+        h.subscribe_imagination()
+        h.instruction.publish(String(data="open the drawer"))
+        h.connected(h.camera, "image_raw")
+        h.camera.publish(h.image())
+        assert wait_for(lambda: h.chunks and h.node.diagnostics.counter("imagination_errors") == 1)
+        assert not h.clips and h.node.diagnostics.counter("inference_errors") == 0
+
+
 def test_never_mode_does_not_decode_even_when_watched(checkpoint):
     with running_policy(checkpoint, publish_imagination="never") as h:
         recorder = h.node.policy = RecordingPolicy(h.node.policy)
