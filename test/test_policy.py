@@ -144,3 +144,15 @@ def test_bad_sampling_options_are_rejected(checkpoint):
 def test_importing_the_policy_module_does_not_import_torch():
     code = "import sys, videovla_model.policy; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_load_policy_on_cuda_runs_bf16_by_default_where_the_gpu_has_it(checkpoint):
+    on_gpu = load_policy(checkpoint, device="cuda", num_inference_steps=2, seed=0)
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float32
+    assert on_gpu.model.dtype == expected
+    out = on_gpu.infer(Observation(camera_image(), "pick up the red cube"), imagine=True)
+    validate_output(out, on_gpu.metadata)
+    frames = on_gpu.decode_imagination(out)
+    assert frames is not None and frames.dtype == np.uint8
