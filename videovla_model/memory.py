@@ -27,7 +27,6 @@ streams) and recomputes one block at a time during backward.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from videovla_model.configuration import VideoVLAConfig
@@ -175,7 +174,6 @@ class MemoryLine:
 @dataclass(frozen=True)
 class MemoryEstimate:
     lines: tuple[MemoryLine, ...]
-    trainable_parameters: int
 
     @property
     def device_bytes(self) -> float:
@@ -266,7 +264,7 @@ def estimate_training_memory(request: TrainingMemoryRequest) -> MemoryEstimate:
         MemoryLine("T5 encoder", "on the host: embeddings cached", t5 * 4, on_device=False),
         MemoryLine("runtime", "CUDA context, fragmentation", RUNTIME_ALLOWANCE_GB * GB),
     )
-    return MemoryEstimate(lines=lines, trainable_parameters=trainable)
+    return MemoryEstimate(lines=lines)
 
 
 def check_fits(estimate: MemoryEstimate, available_bytes: float, where: str) -> None:
@@ -290,8 +288,3 @@ def available_device_bytes(device_type: str, device_index: int | None, max_memor
         free, _ = torch.cuda.mem_get_info(device_index)
         return float(free)
     return None
-
-
-def describe(estimate: MemoryEstimate, header: Sequence[str] = ()) -> str:
-    """The table with optional header lines, as `videovla-train` logs it."""
-    return "\n".join([*header, estimate.table()])
