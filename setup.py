@@ -53,6 +53,7 @@ setup(
             # The launch file's nodes in one process, for machines without `ros2 launch`
             "bringup = videovla_ros.bringup:main",
             # Model tools
+            "videovla-convert-sat = videovla_model.convert_sat:main",
             "videovla-train = videovla_model.train:main",
             "videovla-train-vae = videovla_model.train_vae:main",
             "videovla-eval-offline = videovla_model.evaluate_offline:main",
