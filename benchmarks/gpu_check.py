@@ -9,7 +9,9 @@ latency and memory do not depend on the weight values. Prints ONE table (progres
     deploy rows     seconds per chunk (`VideoVLAModel.sample`, no video decoding: control never waits for it), mean
                     of --repeats calls after one warm-up call, at 4 and 13 latent frames (13 and 49 video frames),
                     10 steps, guidance on (batched conditional + unconditional pass) and off, without and with
-                    torch.compile (each DiT block compiled: one compilation serves all blocks), plus a fast mode
+                    torch.compile (each DiT block compiled: one compilation serves all 42 blocks, so four shapes
+                    compile within the time budget; `speed_up_inference(compile_transformer=True)` compiles the
+                    whole transformer, which takes longer per shape), plus a fast mode
                     (5 steps, guidance on) and decoding one imagination; peak = torch.cuda.max_memory_allocated
     train rows      one optimizer step at batch 1 (the second of two; the first warms up), bf16 autocast, gradient
                     checkpointing, cached latents, T5 on the host: LoRA rank 64 on a bf16 backbone, and a full
@@ -287,11 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     check = Check(device, args.budget_s)
     config = VideoVLAConfig.preset(args.preset)
     torch.manual_seed(0)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # only float32 matmuls (the full step's master copy) use it
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     started = time.perf_counter()
     model = build_model(config, device, dtype)
+    # TF32 only changes float32 products: the full fine-tuning step's master weights (deployment is bf16).
+    model.speed_up_inference(tf32=device.type == "cuda")
     progress(f"built {config.name} on {device} in {time.perf_counter() - started:.1f} s")
     rows = deploy_rows(check, model, args.repeats, compile_blocks=device.type == "cuda" and not args.no_compile)
     rows += training_rows(check, model)

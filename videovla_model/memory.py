@@ -91,8 +91,13 @@ def action_layer_parameter_count(config: VideoVLAConfig) -> int:
 
 
 def transformer_parameter_count(config: VideoVLAConfig) -> int:
-    """Parameters of `VideoVLATransformer(config)`: backbone + action layers."""
-    return backbone_parameter_count(config) + action_layer_parameter_count(config)
+    """Parameters of `VideoVLATransformer(config)`: backbone + the learned positional table (the public 5B's) +
+    action layers."""
+    from videovla_model.transformer import positional_table_length
+
+    table = positional_table_length(config) * config.transformer.width
+    learned = table if config.transformer.learned_positional_embeddings else 0
+    return backbone_parameter_count(config) + learned + action_layer_parameter_count(config)
 
 
 def lora_parameter_count(config: VideoVLAConfig, rank: int) -> int:
