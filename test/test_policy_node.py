@@ -275,7 +275,9 @@ def test_never_mode_does_not_decode_even_when_watched(checkpoint):
 
 
 def test_imagination_every_decodes_only_every_nth_chunk(checkpoint):
-    with running_policy(checkpoint, publish_imagination="always", imagination_every=2) as h:
+    # The next image may arrive while the previous chunk's imagination is still decoding (after its chunk went
+    # out); a generous max_image_age keeps it from going stale on a loaded machine.
+    with running_policy(checkpoint, publish_imagination="always", imagination_every=2, max_image_age=30.0) as h:
         recorder = h.node.policy = RecordingPolicy(h.node.policy)
         h.subscribe_imagination()
         h.instruction.publish(String(data="open the drawer"))
