@@ -47,6 +47,7 @@ ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("camera_topic", "", "camera topic of the policy (empty: from the params file)"),
     ("checkpoint", "", "policy checkpoint directory (empty: from the params file)"),
     ("device", "", "torch device of the policy (empty: from the params file)"),
+    ("dtype", "", "policy dtype: auto | float32 | bfloat16 | float16 (empty: from the params file)"),
     ("backend", "", f"arm bridge backend, one of {', '.join(BACKENDS)} (empty: from the params file)"),
     ("execution_mode", "", "sync | async (empty: from the params file)"),
     ("dry_run", "false", "the bridge computes targets but commands nothing"),
@@ -85,7 +86,7 @@ def _nodes(context: LaunchContext) -> list[Any]:
     mode = _choice(context, "execution_mode", tuple(EXECUTION_MODES))
     backend = "pose_stream" if sim else _choice(context, "backend", BACKENDS)
 
-    policy_overrides = {key: text[key] for key in ("camera_topic", "checkpoint", "device") if text[key]}
+    policy_overrides = {key: text[key] for key in ("camera_topic", "checkpoint", "device", "dtype") if text[key]}
     if mode:
         policy_overrides["inference_trigger"] = EXECUTION_MODES[mode]
     bridge_overrides: dict[str, Any] = {"dry_run": _flag(context, "dry_run")}
