@@ -2,6 +2,7 @@
 
     ros2 launch videovla_ros realman.launch.py checkpoint:=/path/to/checkpoint
     ros2 launch videovla_ros realman.launch.py sim:=true rviz:=true      # the shipped default model
+    ros2 launch videovla_ros realman.launch.py record:=true dataset:=$HOME/videovla_data/mine autostart:=false
 
 Arguments (an empty value keeps the value from the params file):
     namespace        namespace of all nodes (topics are relative)
@@ -9,6 +10,7 @@ Arguments (an empty value keeps the value from the params file):
     camera_topic     camera topic the policy reads
     checkpoint       policy checkpoint directory (with sim and none set: checkpoints/videovla-sim-small)
     device           torch device of the policy, e.g. cuda:0
+    dtype            policy dtype: auto | float32 | bfloat16 | float16
     backend          arm bridge backend: realman | servo | moveit_py | pose_stream
     execution_mode   sync (the policy infers once per bridge request) | async (back-to-back inference); set on
                      both the policy and the bridge
@@ -17,6 +19,8 @@ Arguments (an empty value keeps the value from the params file):
                      clamped to its workspace from config/sim.yaml)
     rviz             true: start RViz with config/videovla.rviz
     autostart        true: configure and activate the lifecycle policy node on start
+    record           true: also start the recorder (demonstrations into `dataset`; see the README)
+    dataset          the recorder's episode dataset folder (empty: from the params file)
 Which nodes get which overrides is decided in videovla_ros.launch_plan, shared with `bringup` (the same nodes
 with the same YAML in one process). Everything is checked before anything starts (rviz:=true needs rviz2), and
 the launch shuts down when the policy, the bridge or the simulated arm exits, so no node is left running alone;
@@ -42,10 +46,11 @@ from videovla_ros.launch_plan import (
     PACKAGE,
     Choices,
     bridge_overrides,
-    bridge_params_files,
     default_params_file,
     missing_packages,
+    params_files,
     policy_overrides,
+    recorder_overrides,
     share_path,
 )
 
@@ -55,12 +60,15 @@ ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("camera_topic", "", "camera topic of the policy (empty: from the params file)"),
     ("checkpoint", "", "policy checkpoint directory (empty: from the params file; with sim, the default model)"),
     ("device", "", "torch device of the policy (empty: from the params file)"),
+    ("dtype", "", "policy dtype: auto | float32 | bfloat16 | float16 (empty: from the params file)"),
     ("backend", "", f"arm bridge backend, one of {', '.join(BACKENDS)} (empty: from the params file)"),
     ("execution_mode", "", "sync | async, for the policy and the bridge (empty: from the params file)"),
     ("dry_run", "false", "the bridge computes targets but commands nothing"),
     ("sim", "false", "start the simulated arm instead of expecting rm_driver"),
     ("rviz", "false", "start RViz with config/videovla.rviz"),
     ("autostart", "true", "configure and activate the policy node on start"),
+    ("record", "false", "also start the recorder node"),
+    ("dataset", "", "the recorder's episode dataset folder (empty: from the params file)"),
 )
 
 
@@ -82,7 +90,10 @@ def _choices(context: LaunchContext) -> Choices:
             checkpoint=text["checkpoint"],
             camera_topic=text["camera_topic"],
             device=text["device"],
+            dtype=text["dtype"],
             dry_run=_flag(context, "dry_run"),
+            record=_flag(context, "record"),
+            dataset=text["dataset"],
         )
     except ValueError as error:
         raise ValueError(f"launch argument {error}") from error
@@ -117,7 +128,7 @@ def _nodes(context: LaunchContext) -> list[Any]:
             name="arm_bridge",
             namespace=namespace,
             output="screen",
-            parameters=[*(str(path) for path in bridge_params_files(choices)), bridge_overrides(choices)],
+            parameters=[*(str(path) for path in params_files(choices)), bridge_overrides(choices)],
             on_exit=Shutdown(reason="arm_bridge exited"),
         ),
     ]
@@ -131,6 +142,17 @@ def _nodes(context: LaunchContext) -> list[Any]:
                 output="screen",
                 parameters=[str(choices.params_file)],
                 on_exit=Shutdown(reason="sim_arm exited"),
+            )
+        )
+    if choices.record:
+        actions.append(
+            Node(
+                package=PACKAGE,
+                executable="recorder_node",
+                name="recorder",
+                namespace=namespace,
+                output="screen",
+                parameters=[*(str(path) for path in params_files(choices)), recorder_overrides(choices)],
             )
         )
     if rviz:

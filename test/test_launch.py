@@ -60,7 +60,7 @@ def _launched_nodes() -> list[dict[str, Any]]:
 def test_every_executable_the_launch_file_names_is_a_console_script():
     scripts = _console_scripts()
     nodes = [n for n in _launched_nodes() if n.get("package") == PACKAGE]
-    assert {n["executable"] for n in nodes} == {"policy_node", "arm_bridge_node", "sim_arm_node"}
+    assert {n["executable"] for n in nodes} == {"policy_node", "arm_bridge_node", "sim_arm_node", "recorder_node"}
     for node in nodes:
         assert node["executable"] in scripts, f"{node['executable']} is not in setup.py's console_scripts"
         module, function = scripts[node["executable"]].split(":")
@@ -79,7 +79,7 @@ def test_launched_node_names_match_the_yaml_and_the_policy_is_a_lifecycle_node()
             assert key.startswith("/**/"), f"{name}: {key}: keys must start with /**/ so any namespace matches"
             assert key.removeprefix("/**/") in nodes, f"{name}: {key} configures a node the launch file does not start"
     # With sim:=true the bridge gets the simulated arm's workspace after the params file (launch_plan decides).
-    assert "bridge_params_files(choices)" in LAUNCH_FILE.read_text()
+    assert "params_files(choices)" in LAUNCH_FILE.read_text()
 
 
 def test_no_launch_path_leaves_a_node_running_alone():
@@ -128,8 +128,8 @@ def test_launch_description_lists_the_expected_nodes():
         with pytest.raises(RuntimeError, match="rviz:=true needs the package"):
             nodes_for(sim="true", rviz="true")
     else:
-        everything = nodes_for(sim="true", rviz="true", execution_mode="async")
-        assert set(everything) == {"policy_node", "arm_bridge_node", "sim_arm_node", "rviz2"}
+        everything = nodes_for(sim="true", rviz="true", execution_mode="async", record="true")
+        assert set(everything) == {"policy_node", "arm_bridge_node", "sim_arm_node", "recorder_node", "rviz2"}
     with pytest.raises(ValueError, match="launch argument sim must be 'true' or 'false'"):
         nodes_for(sim="maybe")
 

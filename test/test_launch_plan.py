@@ -11,12 +11,13 @@ from videovla_ros.execution_mode import DEFAULT_EXECUTION_MODE
 from videovla_ros.launch_plan import (
     Choices,
     bridge_overrides,
-    bridge_params_files,
     default_params_file,
     default_sim_checkpoint,
     missing_packages,
     params_file_value,
+    params_files,
     policy_overrides,
+    recorder_overrides,
     sim_params_file,
 )
 
@@ -39,6 +40,13 @@ def test_a_checkpoint_in_the_params_file_is_kept_with_sim(tmp_path):
     assert "checkpoint" not in policy_overrides(Choices(params_file=default_params_file()))
 
 
+def test_recorder_and_dtype_choices_pass_through():
+    choices = Choices(params_file=default_params_file(), dtype="bfloat16", record=True, dataset="/data/mine")
+    assert policy_overrides(choices)["dtype"] == "bfloat16"
+    assert recorder_overrides(choices) == {"dataset": "/data/mine"}
+    assert recorder_overrides(Choices(params_file=default_params_file())) == {}
+
+
 def test_one_execution_mode_for_both_nodes():
     choices = Choices(params_file=default_params_file(), execution_mode="async")
     assert policy_overrides(choices)["execution_mode"] == bridge_overrides(choices)["execution_mode"] == "async"
@@ -53,7 +61,7 @@ def test_one_execution_mode_for_both_nodes():
 def test_sim_gives_the_bridge_the_pose_stream_backend_and_the_sim_workspace():
     choices = Choices(params_file=default_params_file(), sim=True, dry_run=True)
     assert bridge_overrides(choices) == {"dry_run": True, "backend": "pose_stream"}
-    assert bridge_params_files(choices) == [default_params_file(), sim_params_file()]
+    assert params_files(choices) == [default_params_file(), sim_params_file()]
 
 
 @pytest.mark.parametrize(

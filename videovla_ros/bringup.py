@@ -3,6 +3,7 @@
     bringup --checkpoint /path/to/checkpoint --autostart             # policy + arm bridge (rm_driver backend)
     bringup --sim --autostart                                         # + the simulated arm, the default model
     python -m videovla_ros.bringup --no-bridge --checkpoint ...       # the policy node alone
+    bringup --sim --record --dataset data/mine                       # + the recorder (your demonstrations)
 
 Every node reads the same YAML (--params-file, default: the package's config/realman.yaml) keyed by node name,
 exactly as under the launch file, and with --sim the package's config/sim.yaml after it (the simulated arm's
@@ -30,9 +31,10 @@ from videovla_ros.launch_plan import (
     BACKENDS,
     Choices,
     bridge_overrides,
-    bridge_params_files,
     default_params_file,
+    params_files,
     policy_overrides,
+    recorder_overrides,
 )
 from videovla_ros.node_runner import init_ros, make_executor, spin_until_shutdown
 from videovla_ros.policy_node import EXECUTOR_THREADS, PolicyNode
@@ -53,6 +55,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--no-bridge", action="store_true", help="start no arm bridge")
     parser.add_argument("--dry-run", action="store_true", help="the bridge computes targets but commands nothing")
     parser.add_argument("--autostart", action="store_true", help="configure and activate the policy node")
+    parser.add_argument("--record", action="store_true", help="add the recorder node (demonstrations)")
+    parser.add_argument("--dataset", default="", help="the recorder's dataset folder (default: from YAML)")
     options = parser.parse_args(list(argv))
     if options.params_file is None:
         options.params_file = default_params_file()
@@ -64,6 +68,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             backend=options.backend,
             checkpoint=options.checkpoint,
             dry_run=options.dry_run,
+            record=options.record,
+            dataset=options.dataset,
         )
     except ValueError as error:
         parser.error(f"--{str(error).replace('_', '-')}")
@@ -90,6 +96,11 @@ def create_nodes(options: argparse.Namespace) -> tuple[PolicyNode, list[Node]]:
         from videovla_ros.sim_arm_node import SimArmNode
 
         others.append(SimArmNode(namespace=options.namespace))
+    if options.record:
+        from videovla_ros.recorder_node import RecorderNode
+
+        overrides = _parameters(recorder_overrides(choices))
+        others.append(RecorderNode(namespace=options.namespace, parameter_overrides=overrides))
     return policy, others
 
 
@@ -108,11 +119,9 @@ def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv if args is None else args)
     options = parse_args(remove_ros_args(argv)[1:])
     # The YAML comes first so that `--ros-args -p name:=value` on the command line still overrides it. The sim's
-    # file only concerns the bridge (its workspace), so loading it for every node changes nothing else.
-    params_files = bridge_params_files(options.choices)
-    init_ros(
-        [argv[0], "--ros-args", *(f for path in params_files for f in ("--params-file", str(path))), "--", *argv[1:]]
-    )
+    # file only concerns the bridge and the recorder, so loading it for every node changes nothing else.
+    files = params_files(options.choices)
+    init_ros([argv[0], "--ros-args", *(f for path in files for f in ("--params-file", str(path))), "--", *argv[1:]])
     executor = make_executor(EXECUTOR_THREADS + 4)
     try:
         policy, others = create_nodes(options)

@@ -73,7 +73,10 @@ class Choices:
     checkpoint: str = ""
     camera_topic: str = ""
     device: str = ""
+    dtype: str = ""
     dry_run: bool = False
+    record: bool = False
+    dataset: str = ""
 
     def __post_init__(self) -> None:
         if self.execution_mode not in ("", *EXECUTION_MODES):
@@ -104,6 +107,7 @@ def policy_overrides(choices: Choices) -> dict[str, object]:
         "camera_topic": choices.camera_topic,
         "checkpoint": policy_checkpoint(choices),
         "device": choices.device,
+        "dtype": choices.dtype,
         "execution_mode": choices.execution_mode,
     }
     return {name: value for name, value in overrides.items() if value}
@@ -119,8 +123,13 @@ def bridge_overrides(choices: Choices) -> dict[str, object]:
     return overrides
 
 
-def bridge_params_files(choices: Choices) -> list[Path]:
-    """The params file, then with sim config/sim.yaml: the simulated controller's workspace for the bridge."""
+def recorder_overrides(choices: Choices) -> dict[str, object]:
+    return {"dataset": choices.dataset} if choices.dataset else {}
+
+
+def params_files(choices: Choices) -> list[Path]:
+    """The params file, then with sim config/sim.yaml (the simulated arm's settings for the bridge and the
+    recorder: its workspace, its state topic)."""
     return [Path(choices.params_file), *([sim_params_file()] if choices.sim else [])]
 
 

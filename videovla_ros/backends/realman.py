@@ -1,11 +1,11 @@
 """Realman backend: streams poses to RealMan's rm_driver (RM65 / RM75 / GEN72, ROS 2 driver 1.1+).
 
-Topics (prefix = realman_prefix, default /rm_driver):
+Topics (prefix = parameter realman.prefix, default /rm_driver):
   publishes  <prefix>/movep_canfd_cmd (rm_ros_interfaces/Cartepos {pose, follow}): pose passthrough at the
              streaming rate; the controller does the IK and wants a continuous stream at >= 2 ms period;
              <prefix>/set_gripper_position_cmd (rm_ros_interfaces/Gripperset {position 1..1000 = 0..70 mm,
              block, timeout}); <prefix>/move_stop_cmd (std_msgs/Bool in driver 1.1, std_msgs/Empty in 1.1.6:
-             parameter stop_message_type)
+             parameter realman.stop_message_type)
   subscribes <prefix>/udp_arm_position (geometry_msgs/Pose, ~200 Hz, unstamped: stamped on receipt)
 rm_ros_interfaces is imported only when this backend is chosen.
 """

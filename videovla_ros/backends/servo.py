@@ -1,8 +1,8 @@
 """MoveIt Servo backend: streams targets to a running servo node, as poses or as twists.
 
 Topics:
-  publishes  <servo_node>/pose_cmd (geometry_msgs/PoseStamped) with servo_command "pose", or
-             <servo_node>/delta_twist_cmds (geometry_msgs/TwistStamped) with servo_command "twist": the
+  publishes  <servo.node>/pose_cmd (geometry_msgs/PoseStamped) with servo.command "pose", or
+             <servo.node>/delta_twist_cmds (geometry_msgs/TwistStamped) with servo.command "twist": the
              velocity that moves the previous target to the new one in one streaming period (base frame);
              gripper_command (std_msgs/Float64, 0.0 = closed .. 1.0 = open)
   subscribes ee_pose (geometry_msgs/PoseStamped, current end-effector pose)
