@@ -52,6 +52,24 @@ def test_eval_runs_an_episode_through_ros_and_writes_report_and_video(checkpoint
     assert "95% CI" in capsys.readouterr().out
 
 
+def test_the_scripted_expert_picks_through_the_same_nodes_and_bridge(tmp_path, capsys):
+    output = tmp_path / "expert"
+    code = main(
+        [
+            "--policy", "expert",
+            "--episodes", "2",
+            "--videos", "0",
+            "--time-limit", "15",
+            "--output", str(output),
+            "--namespace", "eval_expert_test",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((output / "report.json").read_text())
+    assert [episode["success"] for episode in report["episodes"]] == [True, True]
+    assert "expert policy" in capsys.readouterr().out
+
+
 def test_bad_arguments_give_exit_code_2(checkpoint, capsys):
     assert main(["--checkpoint", str(checkpoint), "--episodes", "0"]) == 2
     assert "episodes must be >= 1, got 0" in capsys.readouterr().err

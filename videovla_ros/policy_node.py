@@ -1,7 +1,8 @@
 """`videovla_policy`: the VideoVLA policy as a ROS 2 lifecycle node (camera + instruction in, action chunks out).
 
-The node holds a `videovla_model.contract.Policy` and never imports torch itself; `on_configure` loads the
-checkpoint through `videovla_model.policy.load_policy`. Inference runs in its own callback group, so a slow
+The node holds a `videovla_model.contract.Policy` and never imports torch itself; `on_configure` obtains it from
+a policy factory (`videovla_ros.policy_factory`: a checkpoint by default, the simulator's scripted expert with
+`policy: expert`). Inference runs in its own callback group, so a slow
 policy never blocks the camera, instruction or action-server callbacks (spin it with a MultiThreadedExecutor,
 as `main` does). When to infer and on which frame is decided by `videovla_ros.inference_scheduler`.
 
@@ -56,7 +57,6 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from videovla_model.contract import Observation, Policy, PolicyMetadata, validate_output
-from videovla_model.policy import load_policy  # torch-free until a checkpoint is loaded
 from videovla_msgs.action import ExecuteInstruction
 from videovla_msgs.msg import ActionChunk, VideoClip
 from videovla_ros import qos
@@ -86,6 +86,7 @@ from videovla_ros.inference_scheduler import (
     check_goal,
 )
 from videovla_ros.node_runner import run_node
+from videovla_ros.policy_factory import POLICY_SOURCES, PolicyFactory, make_policy
 
 NODE_NAME = "videovla_policy"
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
@@ -103,6 +104,9 @@ def _describe(text: str) -> dict[str, Any]:
 class PolicyNodeParameters:
     """The node's ROS parameters (declared from these fields, read and validated on configure)."""
 
+    policy: str = field(
+        default="checkpoint", metadata=_describe('"checkpoint" or "expert" (simulator only; see policy_factory)')
+    )
     checkpoint: str = field(default="", metadata=_describe("checkpoint directory given to load_policy"))
     device: str = field(default="cpu", metadata=_describe('torch device, e.g. "cpu" or "cuda:0"'))
     dtype: str = field(default="float32", metadata=_describe('"float32", "bfloat16" or "float16"'))
@@ -136,11 +140,12 @@ class PolicyNodeParameters:
             "image_transport": IMAGE_TRANSPORTS,
             "inference_trigger": TRIGGERS,
             "publish_imagination": IMAGINATION_MODES,
+            "policy": POLICY_SOURCES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"parameter {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if not self.checkpoint:
+        if self.policy == "checkpoint" and not self.checkpoint:
             raise ValueError("parameter checkpoint must name a checkpoint directory, got ''")
         if not self.camera_topic:
             raise ValueError("parameter camera_topic must be a topic name, got ''")
@@ -189,8 +194,9 @@ class _Outputs:
 class PolicyNode(LifecycleNode):
     """The VideoVLA policy node (see the module docstring for its interface)."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, policy_factory: PolicyFactory = make_policy, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self._policy_factory = policy_factory
         for spec in dataclasses.fields(PolicyNodeParameters):
             # Dynamic typing: YAML's `max_image_age: 1` must not fail as int-vs-double; `from_values` checks types.
             self.declare_parameter(spec.name, spec.default, ParameterDescriptor(**spec.metadata, dynamic_typing=True))
@@ -249,18 +255,12 @@ class PolicyNode(LifecycleNode):
             self.diagnostics.set_status(DiagnosticStatus.ERROR, f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
         start = time.monotonic()
+        source = params.checkpoint if params.policy == "checkpoint" else f"{params.policy} policy"
         try:
-            policy = load_policy(
-                params.checkpoint,
-                device=params.device,
-                dtype=params.dtype,
-                num_inference_steps=params.num_inference_steps or None,
-                guidance_scale=params.guidance_scale if params.guidance_scale >= 0 else None,
-                seed=params.seed,
-            )
+            policy = self._policy_factory(params, self)
         except Exception as error:  # any loader failure (missing file, bad config, device) must not kill the node
-            self.get_logger().error(f"configure failed: could not load checkpoint {params.checkpoint!r}: {error}")
-            self.diagnostics.set_status(DiagnosticStatus.ERROR, f"could not load checkpoint: {error}")
+            self.get_logger().error(f"configure failed: could not load {source!r}: {error}")
+            self.diagnostics.set_status(DiagnosticStatus.ERROR, f"could not load {source}: {error}")
             return TransitionCallbackReturn.FAILURE
         load_time = time.monotonic() - start
         metadata = policy.metadata
@@ -286,7 +286,7 @@ class PolicyNode(LifecycleNode):
             String, "instruction", self._on_instruction, qos.INSTRUCTION, callback_group=self._input_group
         )
         self.get_logger().info(
-            f"loaded {params.checkpoint!r} in {load_time:.2f} s: {metadata.chunk_rows}x{metadata.action_dims} "
+            f"loaded {source!r} in {load_time:.2f} s: {metadata.chunk_rows}x{metadata.action_dims} "
             f"actions {list(metadata.action_dim_names)} every {metadata.time_step} s, trigger "
             f"{params.inference_trigger}, camera {params.image_topic!r}"
         )
@@ -369,7 +369,11 @@ class PolicyNode(LifecycleNode):
     def _release(self) -> None:
         with self._state_lock:
             outputs, self._outputs = self._outputs, None
+            policy = self.policy
             self.policy = self.metadata = self.scheduler = self.params = None
+        close = getattr(policy, "close", None)
+        if callable(close):
+            close()
         if outputs is not None:
             for publisher in (outputs.chunk, outputs.strip, outputs.frame, outputs.clip):
                 self.destroy_lifecycle_publisher(publisher)
