@@ -58,6 +58,9 @@ setup(
             "videovla-eval-offline = videovla_model.evaluate_offline:main",
             # Simulation tools
             "videovla-collect = videovla_sim.collect:main",
+            # Datasets in and out: LeRobot v3, rosbag2 (MCAP / sqlite3)
+            "videovla-import = videovla_model.importers.cli:import_main",
+            "videovla-export = videovla_model.importers.cli:export_main",
             # Closed-loop evaluation and the demo (sim + policy + bridge through ROS, one process)
             "videovla-eval = videovla_ros.evaluate:main",
             "videovla-demo = videovla_ros.evaluate:demo_main",

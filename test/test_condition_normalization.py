@@ -122,7 +122,7 @@ def test_checkpoint_keeps_the_statistics_and_samples_identically(tmp_path):
 def test_a_checkpoint_without_statistics_loads_unstandardised_with_a_warning(tmp_path, caplog):
     folder = VideoVLAModel(TINY_NORMALIZED).save_pretrained(tmp_path / "checkpoint")
     (folder / CONDITION_NORMALIZATION_NAME).unlink()
-    caplog.set_level(logging.WARNING, logger="videovla_model.modeling")
+    caplog.set_level(logging.WARNING, logger="videovla_model.checkpointing")
     loaded = VideoVLAModel.from_pretrained(folder)
     assert loaded.condition_normalizer.is_identity
     assert f"has normalize_condition on but no {CONDITION_NORMALIZATION_NAME}" in caplog.text

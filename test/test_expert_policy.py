@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from videovla_model.action_convention import integrate_deltas, matrix_to_quaternion, quaternion_to_matrix
 from videovla_model.contract import Observation, validate_output
-from videovla_sim.actions import integrate_deltas, matrix_to_quaternion, quaternion_to_matrix
 from videovla_sim.env import EnvConfig, TabletopEnv
 from videovla_sim.expert_policy import EXPERT_METADATA, ExpertPolicy
 from videovla_sim.scene import SceneConfig

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from transforms3d.euler import euler2mat
 
+from videovla_model.action_convention import integrate_deltas, pose_deltas, quaternion_to_matrix
 from videovla_model.contract import DEFAULT_ACTION_DIM_NAMES
 from videovla_model.episodes import EpisodeDataset, EpisodeWriter
 from videovla_ros.trajectory import Pose, apply_deltas
 from videovla_sim import collect
-from videovla_sim.actions import integrate_deltas, pose_deltas, quaternion_to_matrix
 from videovla_sim.controller import quaternion_distance
 from videovla_sim.env import EnvConfig, TabletopEnv
 from videovla_sim.expert import ExpertConfig

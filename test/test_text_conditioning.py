@@ -130,7 +130,7 @@ def test_checkpoint_keeps_the_text_statistics_and_modulation_and_samples_identic
     assert not torch.allclose(other.actions, first.actions, atol=1e-4)
 
     (folder / TEXT_NORMALIZATION_NAME).unlink()
-    caplog.set_level(logging.WARNING, logger="videovla_model.modeling")
+    caplog.set_level(logging.WARNING, logger="videovla_model.checkpointing")
     assert VideoVLAModel.from_pretrained(folder).text_normalizer.is_identity
     assert f"has normalize_text on but no {TEXT_NORMALIZATION_NAME}" in caplog.text
     plain = VideoVLAModel(TINY).save_pretrained(tmp_path / "plain")

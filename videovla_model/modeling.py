@@ -1,17 +1,8 @@
-"""`VideoVLAModel`: T5 + the CogVideoX VAE (both frozen) + the VideoVLA transformer + the joint diffusion.
+"""`VideoVLAModel`: T5 + the CogVideoX VAE (both frozen) + the VideoVLA transformer + the joint diffusion loss.
 
-Checkpoint layout (`save_pretrained` / `from_pretrained`; safetensors and JSON only, never pickle):
-
-    config.json             VideoVLAConfig
-    model.safetensors       the transformer (CogVideoX backbone under "backbone." + the action layers)
-    normalization.json      ActionNormalizer statistics, with the action dimension names
-    condition_normalization.safetensors
-                            observation-latent statistics (only with config.normalize_condition)
-    text_normalization.safetensors
-                            instruction-embedding statistics (only with config.normalize_text)
-    vae/                    AutoencoderKLCogVideoX (diffusers save_pretrained)
-    text_encoder/           T5EncoderModel (transformers save_pretrained)
-    tokenizer/              the T5 tokenizer
+The model holds the components, the encoders and the training loss; sampling (the denoising loop with guidance)
+lives in `sampling.py` and checkpoint I/O (save, load, CogVideoX initialisation, growing layers) in
+`checkpointing.py`, both mixed into `VideoVLAModel` so its methods stay where users look for them.
 
 Image-to-video conventions follow diffusers' CogVideoX I2V pipeline: the observation is VAE-encoded as a
 one-frame video, scaled by the VAE scaling factor, padded with zero latents over time and concatenated to the
@@ -23,30 +14,23 @@ instruction's T5 embedding.
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from diffusers import AutoencoderKLCogVideoX
 from diffusers.utils.torch_utils import randn_tensor
-from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase, T5EncoderModel
 
 from videovla_model.batch import TrainingBatch
-from videovla_model.condition_normalization import (
-    CONDITION_NORMALIZATION_NAME,
-    TEXT_NORMALIZATION_NAME,
-    ConditionNormalizer,
-)
-from videovla_model.configuration import ADDABLE_CONDITIONING, GuidanceTarget, SamplerName, VideoVLAConfig
-from videovla_model.diffusion import add_noise_pair, apply_guidance, build_scheduler, rand, sample_loop
-from videovla_model.normalization import NORMALIZATION_NAME, ActionNormalizer
+from videovla_model.checkpointing import CheckpointMixin, load_transformer, resolve_dtype
+from videovla_model.condition_normalization import ConditionNormalizer
+from videovla_model.configuration import VideoVLAConfig
+from videovla_model.diffusion import add_noise_pair, build_scheduler, rand
+from videovla_model.normalization import ActionNormalizer
+from videovla_model.sampling import SampleOutput, SamplingMixin
 from videovla_model.text import (
     UNCONDITIONAL_PROMPT,
     PromptCache,
@@ -54,34 +38,18 @@ from videovla_model.text import (
     build_tokenizer,
     check_text_encoder,
 )
-from videovla_model.transformer import VideoVLATransformer, cogvideox_transformer_kwargs, rotary_embedding
-from videovla_model.weights import assert_materialized, check_state_dict, load_safetensors
+from videovla_model.transformer import VideoVLATransformer, rotary_embedding
 
-logger = logging.getLogger(__name__)
-
-WEIGHTS_NAME = "model.safetensors"
-VAE_DIR = "vae"
-TEXT_ENCODER_DIR = "text_encoder"
-TOKENIZER_DIR = "tokenizer"
-
-# Stock CogVideoX config fields that must agree with the VideoVLA config for the weights to mean the same thing
-# (sample_height / sample_width set the base grid of the rotary positions the backbone was trained with).
-_BACKBONE_FIELDS = (
-    "num_attention_heads",
-    "attention_head_dim",
-    "in_channels",
-    "out_channels",
-    "time_embed_dim",
-    "text_embed_dim",
-    "num_layers",
-    "attention_bias",
-    "patch_size",
-    "activation_fn",
-    "timestep_activation_fn",
-    "norm_eps",
-    "sample_height",
-    "sample_width",
-)
+# Names other modules import from here (the model's public surface predates the split into three files).
+__all__ = [
+    "LossOutput",
+    "SampleOutput",
+    "VideoVLAModel",
+    "check_vae",
+    "load_transformer",
+    "resolve_dtype",
+    "vae_kwargs",
+]
 
 # VideoVLAConfig fields the weights depend on (a built model's config may change everything else).
 _ARCHITECTURE_FIELDS = (
@@ -107,17 +75,6 @@ class LossOutput:
     loss: torch.Tensor
     video_loss: torch.Tensor
     action_loss: torch.Tensor
-
-
-@dataclass
-class SampleOutput:
-    """actions: (B, R, D) normalised to [-1, 1]; video_latents: (B, F, C, h, w) (VAE-scaled);
-    video: (B, 3, T, H, W) in [-1, 1] or None; timings: seconds per stage."""
-
-    actions: torch.Tensor
-    video_latents: torch.Tensor
-    video: torch.Tensor | None
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def vae_kwargs(config: VideoVLAConfig) -> dict[str, object]:
@@ -154,17 +111,7 @@ def check_vae(vae: AutoencoderKLCogVideoX, config: VideoVLAConfig) -> None:
         raise ValueError("VAE does not match the config: " + "; ".join(mismatches))
 
 
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """ "float32" / "bfloat16" / "float16" (or a torch.dtype) -> torch.dtype."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in names:
-        raise ValueError(f"dtype must be one of {sorted(names)}, got {dtype!r}")
-    return names[dtype]
-
-
-class VideoVLAModel(nn.Module):
+class VideoVLAModel(CheckpointMixin, SamplingMixin, nn.Module):
     """The VideoVLA model. Build a fresh one with `VideoVLAModel(config)` (random weights), fine-tune from
     CogVideoX with `VideoVLAModel.from_cogvideox(dir, config)`, or load a checkpoint with `from_pretrained`.
 
@@ -458,283 +405,6 @@ class VideoVLAModel(nn.Module):
             total = total + loss_config.video_weight * video_loss
         return LossOutput(loss=total, video_loss=video_loss.detach(), action_loss=action_loss.detach())
 
-    # Sampling -----------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def sample(
-        self,
-        observation: torch.Tensor,
-        instructions: Sequence[str],
-        embodiment_ids: torch.Tensor | Sequence[int] | None = None,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | None = None,
-        generator: torch.Generator | None = None,
-        decode_video: bool = False,
-        sampler: SamplerName | None = None,
-        guidance_target: GuidanceTarget | None = None,
-        num_frames: int | None = None,
-    ) -> SampleOutput:
-        """Imagines the future video and predicts one action chunk per observation.
-
-        observation: (B, 3, H, W) in [-1, 1] at the config's image size. instructions: B strings.
-        embodiment_ids: (B,) ints (None = all 0). Unset sampling options come from `config.diffusion`;
-        guidance_scale 1 runs a single conditional pass. num_frames: imagined video frames (4k + 1), default
-        `config.sample_num_frames`. Returns normalised actions (un-normalise with `self.normalizer`).
-        """
-        c = self.config
-        diffusion = c.diffusion
-        steps = num_inference_steps if num_inference_steps is not None else diffusion.num_inference_steps
-        scale = guidance_scale if guidance_scale is not None else diffusion.guidance_scale
-        target = guidance_target if guidance_target is not None else diffusion.guidance_target
-        frames = num_frames if num_frames is not None else c.sample_num_frames
-        size = self._check_sample_inputs(observation, instructions, steps, scale, target, frames)
-        device, dtype = self.device, self.dtype
-        ids = torch.zeros(size, dtype=torch.long) if embodiment_ids is None else torch.as_tensor(embodiment_ids)
-        if ids.shape != (size,) or int(ids.min()) < 0 or int(ids.max()) >= c.num_embodiments:
-            raise ValueError(f"embodiment_ids must be {size} ints in [0, {c.num_embodiments}), got {ids.tolist()}")
-        ids = ids.to(device=device, dtype=torch.long)
-        synchronize = self._synchronize()
-        timings: dict[str, float] = {}
-
-        def lap(name: str, since: float) -> float:
-            if synchronize is not None:
-                synchronize()
-            now = time.perf_counter()
-            timings[name] = now - since
-            return now
-
-        start = mark = time.perf_counter()
-        use_cfg = scale > 1.0
-        prompts = list(instructions) + ([UNCONDITIONAL_PROMPT] * size if use_cfg else [])
-        embeds = self.encode_prompts(prompts)
-        if use_cfg:
-            # Unconditional first, as in diffusers' CogVideoX pipelines.
-            embeds = torch.cat([embeds[size:], embeds[:size]])
-        mark = lap("text_encoding", mark)
-
-        latent_frames = c.latent_frames(frames)
-        image_latents = self.encode_observation(observation.to(device=device, dtype=torch.float32), generator)
-        conditions = self.condition_latents(image_latents, latent_frames)
-        rotary = self.rotary(latent_frames)
-        mark = lap("observation_encoding", mark)
-
-        repeat = 2 if use_cfg else 1
-        conditions_in = conditions.repeat(repeat, 1, 1, 1, 1)
-        ids_in = ids.repeat(repeat)
-        guide_video = use_cfg and target in ("video_and_actions", "video")
-        guide_actions = use_cfg and target in ("video_and_actions", "actions")
-
-        def denoise(video: torch.Tensor, actions: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            video_out, action_out = self.transformer(
-                torch.cat([video.repeat(repeat, 1, 1, 1, 1), conditions_in], dim=2),
-                embeds,
-                t.repeat(repeat),
-                noisy_actions=actions.repeat(repeat, 1, 1),
-                embodiment_ids=ids_in,
-                image_rotary_emb=rotary,
-            )
-            assert action_out is not None  # actions were given, so the transformer returns their prediction
-            if not use_cfg:
-                return video_out, action_out
-            video_uncond, video_cond = video_out.chunk(2)
-            action_uncond, action_cond = action_out.chunk(2)
-            return (
-                apply_guidance(video_cond, video_uncond, scale, guide_video),
-                apply_guidance(action_cond, action_uncond, scale, guide_actions),
-            )
-
-        latent_shape = (size, latent_frames, c.vae.latent_channels, c.latent_height, c.latent_width)
-        result = sample_loop(
-            denoise,
-            build_scheduler(diffusion, sampler),
-            latent_shape,
-            (size, c.chunk_rows, c.action_dims),
-            steps,
-            device,
-            dtype,
-            generator,
-            synchronize,
-        )
-        mark = lap("denoising", mark)
-        timings["denoising_step_mean"] = sum(result.step_seconds) / len(result.step_seconds)
-
-        actions = result.actions.float().clamp(-1.0, 1.0)
-        mark = lap("action_readout", mark)
-        video = self.decode_latents(result.video_latents) if decode_video else None
-        lap("video_decoding", mark)
-        timings["total"] = time.perf_counter() - start
-        return SampleOutput(actions=actions, video_latents=result.video_latents, video=video, timings=timings)
-
-    def _check_sample_inputs(
-        self,
-        observation: torch.Tensor,
-        instructions: Sequence[str],
-        steps: int,
-        scale: float,
-        target: str,
-        frames: int,
-    ) -> int:
-        h, w = self.config.image_size
-        if observation.ndim != 4 or tuple(observation.shape[1:]) != (3, h, w):
-            raise ValueError(f"observation must have shape (B, 3, {h}, {w}), got {tuple(observation.shape)}")
-        if not observation.is_floating_point() or not torch.isfinite(observation).all():
-            raise ValueError("observation must be a finite floating-point tensor in [-1, 1]")
-        size = observation.shape[0]
-        if isinstance(instructions, str) or len(instructions) != size:
-            raise ValueError(f"instructions must be a list of {size} strings (one per observation)")
-        if steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
-        if not scale >= 1.0:
-            raise ValueError(f"guidance_scale must be >= 1 (1 disables guidance), got {scale}")
-        if target not in ("video_and_actions", "actions", "video"):
-            raise ValueError(f"guidance_target must be 'video_and_actions', 'actions' or 'video', got {target!r}")
-        if frames < 1 or (frames - 1) % 4 != 0:
-            raise ValueError(f"num_frames must be 4k + 1 video frames (e.g. 5, 13), got {frames}")
-        return size
-
-    # Checkpoints --------------------------------------------------------------------------------------------
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Writes the checkpoint layout in the module doc; returns the directory."""
-        if self.tokenizer is None:
-            raise RuntimeError("cannot save a model without a tokenizer (config.text.tokenizer='t5' needs one)")
-        root = Path(directory)
-        root.mkdir(parents=True, exist_ok=True)
-        self.config.save(root)
-        state = {name: tensor.detach().contiguous() for name, tensor in self.transformer.state_dict().items()}
-        save_file(state, str(root / WEIGHTS_NAME), metadata={"format": "pt", "config_name": self.config.name})
-        self.vae.save_pretrained(str(root / VAE_DIR), safe_serialization=True)
-        self.text_encoder.save_pretrained(str(root / TEXT_ENCODER_DIR))
-        self.tokenizer.save_pretrained(str(root / TOKENIZER_DIR))
-        self.normalizer.save(root / NORMALIZATION_NAME)
-        if self.config.normalize_condition:
-            self.condition_normalizer.save(root / CONDITION_NORMALIZATION_NAME)
-        if self.config.normalize_text:
-            self.text_normalizer.save(root / TEXT_NORMALIZATION_NAME)
-        return root
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        directory: str | Path,
-        device: str | torch.device = "cpu",
-        dtype: str | torch.dtype = "float32",
-    ) -> VideoVLAModel:
-        """Loads a checkpoint written by `save_pretrained`, in eval mode on `device` in `dtype`.
-
-        Raises CheckpointMismatchError naming tensors when the weights do not fit the saved config.
-        """
-        root = Path(directory)
-        if not root.is_dir():
-            raise FileNotFoundError(f"no VideoVLA checkpoint directory at {root}")
-        config = VideoVLAConfig.load(root)
-        torch_dtype = resolve_dtype(dtype)
-        tokenizer = build_tokenizer(config.text, root / TOKENIZER_DIR)
-        text_encoder = T5EncoderModel.from_pretrained(str(root / TEXT_ENCODER_DIR), dtype=torch_dtype)
-        vae = AutoencoderKLCogVideoX.from_pretrained(str(root / VAE_DIR), torch_dtype=torch_dtype)
-        transformer = load_transformer(config, root / WEIGHTS_NAME)
-        normalizer = ActionNormalizer.load(root / NORMALIZATION_NAME)
-        model = cls(
-            config,
-            tokenizer=tokenizer,
-            text_encoder=text_encoder,
-            vae=vae,
-            transformer=transformer,
-            normalizer=normalizer,
-            condition_normalizer=_load_statistics(
-                root,
-                config.normalize_condition,
-                "normalize_condition",
-                CONDITION_NORMALIZATION_NAME,
-                "observation latent",
-            ),
-            text_normalizer=_load_statistics(
-                root, config.normalize_text, "normalize_text", TEXT_NORMALIZATION_NAME, "instruction embedding"
-            ),
-        )
-        return model.to(device=device, dtype=torch_dtype).eval()
-
-    def with_added_conditioning(self, flags: Sequence[str]) -> VideoVLAModel:
-        """This model with the conditioning layers `flags` names (any of `ADDABLE_CONDITIONING`, each off now)
-        switched on. The new layers' outputs start at zero, so the new model samples exactly as this one until it
-        is trained; it shares every other module and statistic with this one."""
-        unknown = [flag for flag in flags if flag not in ADDABLE_CONDITIONING]
-        if unknown:
-            raise ValueError(
-                f"cannot add {unknown}: the conditioning layers that can be added are {ADDABLE_CONDITIONING}"
-            )
-        already = [flag for flag in flags if getattr(self.config, flag)]
-        if already:
-            raise ValueError(f"cannot add {already}: this model has them already")
-        config = dataclasses.replace(self.config, **dict.fromkeys(flags, True))
-        with torch.device("meta"):
-            transformer = VideoVLATransformer(config)
-        # Every added layer gets its initialisation; the ones this model has are then replaced by copies of its own.
-        initialise_added_layers(transformer)
-        trained = {name: tensor.detach().clone() for name, tensor in self.transformer.state_dict().items()}
-        missing, unexpected = transformer.load_state_dict(trained, strict=False, assign=True)
-        added = {name for name in transformer.state_dict() if name not in trained}
-        assert not unexpected and set(missing) == added, (missing, unexpected)
-        assert_materialized(transformer, f"VideoVLA transformer grown by {list(flags)}")
-        transformer = transformer.to(device=self.device, dtype=self.dtype)
-        return VideoVLAModel(
-            config,
-            tokenizer=self.tokenizer,
-            text_encoder=self.text_encoder,
-            vae=self.vae,
-            transformer=transformer,
-            normalizer=self.normalizer,
-            condition_normalizer=self.condition_normalizer if config.normalize_condition else None,
-            text_normalizer=self.text_normalizer if config.normalize_text else None,
-        ).train(self.training)
-
-    @classmethod
-    def from_cogvideox(
-        cls,
-        cogvideox_dir: str | Path,
-        config: VideoVLAConfig,
-        device: str | torch.device = "cpu",
-        dtype: str | torch.dtype = "float32",
-    ) -> VideoVLAModel:
-        """A VideoVLA model whose backbone, VAE, T5 and tokenizer come from a local diffusers-format CogVideoX
-        image-to-video directory (transformer/, vae/, text_encoder/, tokenizer/); the action layers are new.
-
-        The I2V checkpoint's learned positional table (fixed to 480 x 720 frames) is not used: VideoVLA works at
-        other resolutions and relies on the 3D rotary positions alone.
-        """
-        root = Path(cogvideox_dir)
-        for sub in ("transformer", VAE_DIR, TEXT_ENCODER_DIR, TOKENIZER_DIR):
-            if not (root / sub).is_dir():
-                raise FileNotFoundError(f"{root} is not a diffusers CogVideoX directory: {sub}/ is missing")
-        _check_backbone_config(root / "transformer", config)
-        torch_dtype = resolve_dtype(dtype)
-        tokenizer = build_tokenizer(config.text, root / TOKENIZER_DIR)
-        text_encoder = T5EncoderModel.from_pretrained(str(root / TEXT_ENCODER_DIR), dtype=torch_dtype)
-        vae = AutoencoderKLCogVideoX.from_pretrained(str(root / VAE_DIR), torch_dtype=torch_dtype)
-
-        stock = load_safetensors(root / "transformer")
-        if stock.pop("patch_embed.pos_embedding", None) is not None:
-            logger.info("from_cogvideox: dropped the I2V learned positional table; positions are 3D rotary only")
-        with torch.device("meta"):
-            transformer = VideoVLATransformer(config)
-        added_names = [name for name in transformer.state_dict() if not name.startswith("backbone.")]
-        state = {f"backbone.{name}": tensor for name, tensor in stock.items()}
-        check_state_dict(transformer, state, f"CogVideoX transformer weights in {root / 'transformer'}", added_names)
-        transformer.load_state_dict(state, strict=False, assign=True)
-        initialise_added_layers(transformer)  # they were never loaded
-        assert_materialized(transformer, "VideoVLA transformer from CogVideoX")
-        model = cls(config, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer)
-        return model.to(device=device, dtype=torch_dtype)
-
-
-def initialise_added_layers(transformer: VideoVLATransformer) -> None:
-    """Gives a transformer built on the meta device real (CPU) storage for the layers VideoVLA adds to CogVideoX,
-    then their initialisation; the backbone is left as it is."""
-    for module in transformer.added_layers():
-        module.to_empty(device="cpu")
-    transformer.action_pos_embed = nn.Parameter(torch.empty(transformer.action_pos_embed.shape))
-    transformer.init_added_layers()
-
 
 def _check_statistics_shape(statistics: ConditionNormalizer, expected: tuple[int, ...], what: str, fields: str) -> None:
     """Raises ValueError naming the config `fields` whose sizes `statistics` do not match."""
@@ -744,61 +414,8 @@ def _check_statistics_shape(statistics: ConditionNormalizer, expected: tuple[int
         )
 
 
-def _load_statistics(root: Path, enabled: bool, flag: str, file_name: str, what: str) -> ConditionNormalizer | None:
-    """The standardisation statistics a checkpoint saved for `flag`; None (with a warning when the flag is on but
-    the file is missing, e.g. a first-stage VAE checkpoint) leaves the model's identity map in place."""
-    if not enabled:
-        return None
-    path = root / file_name
-    if path.is_file():
-        return ConditionNormalizer.load(path)
-    logger.warning(
-        "%s has %s on but no %s: the %s stays unstandardised until videovla-train fits the statistics",
-        root,
-        flag,
-        file_name,
-        what,
-    )
-    return None
-
-
 def _check_same_architecture(current: VideoVLAConfig, new: VideoVLAConfig, what: str) -> None:
     """Raises ValueError naming the config fields the weights depend on that differ."""
     changed = [name for name in _ARCHITECTURE_FIELDS if getattr(current, name) != getattr(new, name)]
     if changed:
         raise ValueError(f"cannot change {changed} on a built {what} (the weights depend on them); build a new model")
-
-
-def load_transformer(config: VideoVLAConfig, weights: Path) -> VideoVLATransformer:
-    """The transformer for `config` with the tensors in `weights`; nothing is allocated twice (meta init)."""
-    if not weights.is_file():
-        raise FileNotFoundError(f"no transformer weights at {weights}")
-    state = load_safetensors(weights)
-    with torch.device("meta"):
-        transformer = VideoVLATransformer(config)
-    check_state_dict(transformer, state, str(weights))
-    transformer.load_state_dict(state, strict=True, assign=True)
-    assert_materialized(transformer, f"VideoVLA transformer from {weights}")
-    return transformer
-
-
-def _check_backbone_config(transformer_dir: Path, config: VideoVLAConfig) -> None:
-    """Raises ValueError naming each stock CogVideoX setting that disagrees with `config`."""
-    path = transformer_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no CogVideoX transformer config at {path}")
-    stock = json.loads(path.read_text())
-    expected = cogvideox_transformer_kwargs(config)
-    mismatches = [
-        f"{name}: checkpoint {stock.get(name)!r} vs config {expected[name]!r}"
-        for name in _BACKBONE_FIELDS
-        if stock.get(name, expected[name]) != expected[name]
-    ]
-    if stock.get("patch_size_t") is not None:
-        mismatches.append(f"patch_size_t: checkpoint {stock['patch_size_t']!r} vs None (CogVideoX 1.0 layout)")
-    if stock.get("ofs_embed_dim"):
-        mismatches.append(f"ofs_embed_dim: checkpoint {stock['ofs_embed_dim']!r} vs None (CogVideoX 1.0 layout)")
-    if not stock.get("use_rotary_positional_embeddings", False):
-        mismatches.append("use_rotary_positional_embeddings: checkpoint False vs True")
-    if mismatches:
-        raise ValueError(f"CogVideoX checkpoint {transformer_dir} does not match the config: " + "; ".join(mismatches))

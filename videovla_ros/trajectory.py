@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from transforms3d.euler import euler2mat
 from transforms3d.quaternions import mat2quat, quat2mat
+
+from videovla_model.action_convention import integrate_deltas
 
 NANOSECONDS_PER_SECOND = 1_000_000_000
 DELTA_DIMS = ("dx", "dy", "dz", "droll", "dpitch", "dyaw")
@@ -97,18 +98,11 @@ def interpolate_pose(a: Pose, b: Pose, s: float) -> Pose:
 def apply_deltas(start: Pose, deltas: np.ndarray) -> list[Pose]:
     """Absolute targets T_0..T_{n-1} from per-step base-frame deltas, starting at T_{-1} = start.
 
-    deltas: (rows, 6) [dx, dy, dz, droll, dpitch, dyaw] in m and rad (extrinsic XYZ Euler).
+    deltas: (rows, 6) [dx, dy, dz, droll, dpitch, dyaw] in m and rad, integrated by the suite's one
+    convention (videovla_model.action_convention.integrate_deltas), so recorded data and execution agree.
     """
-    deltas = np.asarray(deltas, dtype=np.float64)
-    if deltas.ndim != 2 or deltas.shape[1] != 6:
-        raise ValueError(f"deltas must have shape (rows, 6), got {deltas.shape}")
-    targets = []
-    position, rotation = start.position.copy(), start.rotation
-    for row in deltas:
-        position = position + row[:3]
-        rotation = euler2mat(*row[3:], "sxyz") @ rotation
-        targets.append(Pose.from_matrix(position, rotation))
-    return targets
+    positions, rotations = integrate_deltas(start.position, start.rotation, deltas)
+    return [Pose.from_matrix(position, rotation) for position, rotation in zip(positions, rotations, strict=True)]
 
 
 def row_due_times_ns(capture_time_ns: int, time_step: float, rows: int, offset: float = 0.0) -> np.ndarray:

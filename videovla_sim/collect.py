@@ -2,7 +2,7 @@
 
 Each step t: the camera frame is captured, the expert commands its next TCP target T_t, and the physics
 runs for one action period. The stored action of step t is the per-step delta from the previous commanded
-target T_{t-1} to T_t (see `videovla_sim.actions`; T_{-1} is the home target the episode starts at) plus
+target T_{t-1} to T_t (see `videovla_model.action_convention`; T_{-1} is the home target the episode starts at) plus
 the commanded gripper value, so it is exactly what a policy chunk row means: the target reached one step
 after the frame it was predicted from.
 
@@ -27,9 +27,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from videovla_model.action_convention import pose_deltas, quaternion_to_matrix
 from videovla_model.contract import DEFAULT_ACTION_DIM_NAMES
 from videovla_model.episodes import EpisodeWriter
-from videovla_sim.actions import pose_deltas, quaternion_to_matrix
 from videovla_sim.controller import TargetRejectedError
 from videovla_sim.env import EnvConfig, TabletopEnv
 from videovla_sim.expert import ExpertConfig, ScriptedExpert

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from videovla_sim.actions import matrix_to_quaternion, quaternion_to_matrix
+from videovla_model.action_convention import matrix_to_quaternion, quaternion_to_matrix
 from videovla_sim.scene import SHAPES, TOP_DOWN_QUATERNION
 from videovla_sim.scene_state import SceneView
 from videovla_sim.tasks import EpisodeSetup, object_yaw

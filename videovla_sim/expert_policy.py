@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from videovla_model.action_convention import pose_deltas, quaternion_to_matrix
 from videovla_model.contract import (
     DEFAULT_ACTION_DIM_NAMES,
     Observation,
@@ -25,7 +26,6 @@ from videovla_model.contract import (
     PolicyOutput,
     validate_observation,
 )
-from videovla_sim.actions import pose_deltas, quaternion_to_matrix
 from videovla_sim.expert import ExpertConfig, ScriptedExpert
 from videovla_sim.scene_state import SceneState
 from videovla_sim.tasks import sample_episode
