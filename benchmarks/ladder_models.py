@@ -121,7 +121,7 @@ class DiTRegressor(nn.Module):
             "_rotary_sin",
             rotary_embedding(config, 1, config.latent_height, config.latent_width, torch.device("cpu"))[1],
         )
-        self._latents: dict[int, torch.Tensor] = {}
+        self._prompts: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def vae_latents(self, images: torch.Tensor) -> torch.Tensor:
@@ -135,7 +135,6 @@ class DiTRegressor(nn.Module):
         self, images: torch.Tensor, instructions: Sequence[str], latents: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, 2C, h, w) [zero video | observation] and (B, L, text width) instruction tokens."""
-        model = self.frozen[0]
         if self.stem is not None:
             condition = self.stem(images).unsqueeze(1)
         else:
@@ -143,8 +142,15 @@ class DiTRegressor(nn.Module):
         if self.words is not None:
             prompt = self.words(self.vocabulary.encode(instructions).to(images.device))
         else:
-            prompt = model.encode_prompts(list(instructions))
+            prompt = torch.stack([self.prompt(text) for text in instructions])
         return torch.cat([torch.zeros_like(condition), condition], dim=2), prompt
+
+    @torch.no_grad()
+    def prompt(self, instruction: str) -> torch.Tensor:
+        """(L, text width) standardised T5 embedding of one instruction, encoded once."""
+        if instruction not in self._prompts:
+            self._prompts[instruction] = self.frozen[0].encode_prompts([instruction])[0]
+        return self._prompts[instruction]
 
     def run(
         self, hidden: torch.Tensor, prompt: torch.Tensor, timesteps: torch.Tensor, actions: torch.Tensor
