@@ -93,12 +93,15 @@ class RegressorPolicy:
         self.module.eval()
         return self.module(images, instructions).clamp(-1, 1)
 
-    def infer(self, observation: Observation, *, decode_video: bool = False) -> PolicyOutput:
-        del decode_video
+    def infer(self, observation: Observation, *, imagine: bool = False) -> PolicyOutput:
+        del imagine
         image = to_model_range(prepare_image(observation.image, self.model.config.image_size))
         images = torch.from_numpy(image).permute(2, 0, 1)[None].float()
         actions = self.normalised(images, [observation.instruction])[0].numpy()
         return PolicyOutput(actions=self.model.normalizer.unnormalize(actions), timings={"total": 0.0})
+
+    def decode_imagination(self, output: PolicyOutput) -> None:
+        del output  # a regressor imagines nothing
 
 
 def build(rung: str, model: VideoVLAModel, vocabulary: WordVocabulary) -> nn.Module:

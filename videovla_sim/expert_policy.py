@@ -59,9 +59,9 @@ class ExpertPolicy:
     def metadata(self) -> PolicyMetadata:
         return self._metadata
 
-    def infer(self, observation: Observation, *, decode_video: bool = False) -> PolicyOutput:
-        """One chunk from the newest scene state; `decode_video` is ignored (the expert imagines nothing)."""
-        del decode_video
+    def infer(self, observation: Observation, *, imagine: bool = False) -> PolicyOutput:
+        """One chunk from the newest scene state; `imagine` is ignored (the expert imagines nothing)."""
+        del imagine
         started = time.perf_counter()
         validate_observation(observation, self._metadata)
         state = self._source()
@@ -87,6 +87,10 @@ class ExpertPolicy:
         grippers += [grippers[-1]] * holds
         actions = np.concatenate((deltas, np.array(grippers).reshape(-1, 1)), axis=1).astype(np.float32)
         return PolicyOutput(actions=actions, timings={"total": time.perf_counter() - started})
+
+    def decode_imagination(self, output: PolicyOutput) -> None:
+        """The expert imagines nothing."""
+        del output
 
     def _expert_for(self, state: SceneState) -> ScriptedExpert:
         episode = (state.task, state.seed)
