@@ -1,7 +1,8 @@
 """`videovla_policy`: the VideoVLA policy as a ROS 2 lifecycle node (camera + instruction in, action chunks out).
 
-The node holds a `videovla_model.contract.Policy` and never imports torch itself; `on_configure` loads the
-checkpoint through `videovla_model.policy.load_policy`. Inference runs in its own callback group, so a slow
+The node holds a `videovla_model.contract.Policy` and never imports torch itself; `on_configure` obtains it from
+a policy factory (`videovla_ros.policy_factory`: a checkpoint by default, the simulator's scripted expert with
+`policy: expert`). Inference runs in its own callback group, so a slow
 policy never blocks the camera, instruction or action-server callbacks (spin it with a MultiThreadedExecutor,
 as `main` does). When to infer and on which frame is decided by `videovla_ros.inference_scheduler`.
 
@@ -65,7 +66,6 @@ from videovla_model.contract import (
     validate_output,
 )
 from videovla_model.devices import check_device  # torch is imported when it is called
-from videovla_model.policy import load_policy  # torch-free until a checkpoint is loaded
 from videovla_msgs.action import ExecuteInstruction
 from videovla_msgs.msg import ActionChunk, VideoClip
 from videovla_ros import qos
@@ -87,6 +87,7 @@ from videovla_ros.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, bounded
 from videovla_ros.metrics import RateMeter, RepeatFilter, RunningStats
 from videovla_ros.node_runner import run_node
 from videovla_ros.policy_status import PolicyActivity, policy_status
+from videovla_ros.policy_factory import POLICY_SOURCES, PolicyFactory, make_policy
 
 NODE_NAME = "videovla_policy"
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
@@ -104,6 +105,9 @@ def _describe(text: str) -> dict[str, Any]:
 class PolicyNodeParameters:
     """The node's ROS parameters (declared from these fields, read and validated on configure)."""
 
+    policy: str = field(
+        default="checkpoint", metadata=_describe('"checkpoint" or "expert" (simulator only; see policy_factory)')
+    )
     checkpoint: str = field(
         default="", metadata=_describe("checkpoint directory given to load_policy (launch argument checkpoint:=)")
     )
@@ -144,11 +148,12 @@ class PolicyNodeParameters:
             "image_transport": IMAGE_TRANSPORTS,
             "execution_mode": EXECUTION_MODES,
             "publish_imagination": IMAGINATION_MODES,
+            "policy": POLICY_SOURCES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"parameter {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if not self.checkpoint:
+        if self.policy == "checkpoint" and not self.checkpoint:
             raise ValueError(
                 "parameter checkpoint is empty: name a checkpoint directory with the launch argument "
                 "checkpoint:=/path/to/checkpoint (bringup --checkpoint), or under /**/videovla_policy: "
@@ -203,8 +208,9 @@ class _Outputs:
 class PolicyNode(LifecycleNode):
     """The VideoVLA policy node (see the module docstring for its interface)."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, policy_factory: PolicyFactory = make_policy, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self._policy_factory = policy_factory
         for spec in dataclasses.fields(PolicyNodeParameters):
             # Dynamic typing: YAML's `max_image_age: 1` must not fail as int-vs-double; `from_values` checks types.
             self.declare_parameter(spec.name, spec.default, ParameterDescriptor(**spec.metadata, dynamic_typing=True))
@@ -267,17 +273,11 @@ class PolicyNode(LifecycleNode):
         except ValueError as error:
             return self._configure_failed(f"parameter device: {error}")
         start = time.monotonic()
+        source = params.checkpoint if params.policy == "checkpoint" else f"{params.policy} policy"
         try:
-            policy = load_policy(
-                params.checkpoint,
-                device=params.device,
-                dtype=params.dtype,
-                num_inference_steps=params.num_inference_steps or None,
-                guidance_scale=params.guidance_scale if params.guidance_scale >= 0 else None,
-                seed=params.seed,
-            )
+            policy = self._policy_factory(params, self)
         except Exception as error:  # any loader failure (missing file, bad config) must not kill the node
-            return self._configure_failed(f"could not load checkpoint {params.checkpoint!r}: {error}")
+            return self._configure_failed(f"could not load {source!r}: {error}")
         load_time = time.monotonic() - start
         metadata = policy.metadata
         if params.embodiment_id not in metadata.embodiment_ids:
@@ -301,7 +301,7 @@ class PolicyNode(LifecycleNode):
             String, "instruction", self._on_instruction, qos.INSTRUCTION, callback_group=self._input_group
         )
         self.get_logger().info(
-            f"loaded {params.checkpoint!r} in {load_time:.2f} s: {metadata.chunk_rows}x{metadata.action_dims} "
+            f"loaded {source!r} in {load_time:.2f} s: {metadata.chunk_rows}x{metadata.action_dims} "
             f"actions {list(metadata.action_dim_names)} every {metadata.time_step} s, execution_mode "
             f"{params.execution_mode}, camera {params.image_topic!r}"
         )
@@ -388,7 +388,11 @@ class PolicyNode(LifecycleNode):
     def _release(self) -> None:
         with self._state_lock:
             outputs, self._outputs = self._outputs, None
+            policy = self.policy
             self.policy = self.metadata = self.scheduler = self.params = None
+        close = getattr(policy, "close", None)
+        if callable(close):
+            close()
         if outputs is not None:
             for publisher in (outputs.chunk, outputs.strip, outputs.frame, outputs.clip):
                 self.destroy_lifecycle_publisher(publisher)
