@@ -86,8 +86,8 @@ from videovla_ros.inference_scheduler import Frame, InferenceJob, InferenceSched
 from videovla_ros.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, bounded
 from videovla_ros.metrics import RateMeter, RepeatFilter, RunningStats
 from videovla_ros.node_runner import run_node
-from videovla_ros.policy_status import PolicyActivity, policy_status
 from videovla_ros.policy_factory import POLICY_SOURCES, PolicyFactory, make_policy
+from videovla_ros.policy_status import PolicyActivity, policy_status
 
 NODE_NAME = "videovla_policy"
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
