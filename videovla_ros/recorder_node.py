@@ -310,7 +310,7 @@ class RecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(RecorderNode, NODE_NAME, args)
+    run_node(RecorderNode, NODE_NAME, args, num_threads=1)
 
 
 if __name__ == "__main__":
