@@ -17,6 +17,7 @@ from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from videovla_model.configuration import DiffusionConfig, SamplerName
+from videovla_model.rtc import ActionPrefix, guide_action_velocity, pull_final
 
 Scheduler = CogVideoXDDIMScheduler | CogVideoXDPMScheduler
 
@@ -139,11 +140,12 @@ def sample_loop(
     dtype: torch.dtype,
     generator: torch.Generator | None = None,
     synchronize: Callable[[], None] | None = None,
+    action_prefix: ActionPrefix | None = None,
 ) -> SamplingResult:
     """Denoises video latents and actions jointly from pure noise with `num_inference_steps` scheduler steps.
 
     `denoise` returns the (already guided) velocity predictions; `synchronize` makes per-step timings honest on
-    asynchronous devices.
+    asynchronous devices; `action_prefix` inpaints the first action rows (real-time chunking, videovla_model.rtc).
     """
     scheduler.set_timesteps(num_inference_steps, device=device)
     video = randn_tensor(video_shape, generator=generator, device=device, dtype=dtype)
@@ -158,6 +160,9 @@ def sample_loop(
         video, actions = unpack(scheduler.scale_model_input(sample, t), video_shape, action_shape)
         timestep = t.expand(video_shape[0]).to(device)
         video_velocity, action_velocity = denoise(video, actions, timestep)
+        if action_prefix is not None:
+            alpha_bar = float(scheduler.alphas_cumprod[int(t)])
+            action_velocity = guide_action_velocity(actions, action_velocity, alpha_bar, action_prefix)
         velocity = pack(video_velocity.float(), action_velocity.float())
         if is_dpm:
             previous_t = timesteps[index - 1] if index > 0 else None
@@ -171,6 +176,8 @@ def sample_loop(
             synchronize()
         step_seconds.append(time.perf_counter() - start)
     video, actions = unpack(sample, video_shape, action_shape)
+    if action_prefix is not None:
+        actions = pull_final(actions, action_prefix)
     return SamplingResult(video_latents=video, actions=actions, step_seconds=step_seconds)
 
 

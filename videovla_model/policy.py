@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import torch
 
     from videovla_model.modeling import VideoVLAModel
+    from videovla_model.rtc import ActionPrefix
 
 
 class VideoVLAPolicy:
@@ -102,6 +103,7 @@ class VideoVLAPolicy:
                 guidance_scale=self.guidance_scale,
                 generator=self._generator,
                 decode_video=decode_video,
+                action_prefix=self._action_prefix(observation),
             )
         readout_start = time.perf_counter()
         normalized = sample.actions[0].cpu().numpy()
@@ -116,6 +118,18 @@ class VideoVLAPolicy:
         return PolicyOutput(
             actions=np.ascontiguousarray(actions, dtype=np.float32), imagined_frames=frames, timings=timings
         )
+
+    def _action_prefix(self, observation: Observation) -> ActionPrefix | None:
+        """The observation's prefix (robot units) normalised for the sampler, with the soft-mask weights."""
+        import torch
+
+        from videovla_model.rtc import ActionPrefix, prefix_weights
+
+        if observation.action_prefix is None or len(observation.action_prefix) == 0:
+            return None
+        normalized = self.model.normalizer.normalize(observation.action_prefix)
+        weights = prefix_weights(len(normalized), observation.inference_delay_rows)
+        return ActionPrefix(actions=torch.from_numpy(normalized)[None], weights=torch.from_numpy(weights)[None])
 
 
 # The ROS nodes' entry point (what `policy_node`'s `checkpoint` parameter goes through).

@@ -20,6 +20,7 @@ import torch
 
 from videovla_model.configuration import GuidanceTarget, SamplerName
 from videovla_model.diffusion import apply_guidance, build_scheduler, sample_loop
+from videovla_model.rtc import ActionPrefix
 from videovla_model.text import UNCONDITIONAL_PROMPT
 
 if TYPE_CHECKING:
@@ -53,13 +54,15 @@ class SamplingMixin:
         sampler: SamplerName | None = None,
         guidance_target: GuidanceTarget | None = None,
         num_frames: int | None = None,
+        action_prefix: ActionPrefix | None = None,
     ) -> SampleOutput:
         """Imagines the future video and predicts one action chunk per observation.
 
         observation: (B, 3, H, W) in [-1, 1] at the config's image size. instructions: B strings.
         embodiment_ids: (B,) ints (None = all 0). Unset sampling options come from `config.diffusion`;
         guidance_scale 1 runs a single conditional pass. num_frames: imagined video frames (4k + 1), default
-        `config.sample_num_frames`. Returns normalised actions (un-normalise with `self.normalizer`).
+        `config.sample_num_frames`. action_prefix: normalised rows the chunk must start with (real-time chunking,
+        videovla_model.rtc). Returns normalised actions (un-normalise with `self.normalizer`).
         """
         c = self.config
         diffusion = c.diffusion
@@ -68,6 +71,8 @@ class SamplingMixin:
         target = guidance_target if guidance_target is not None else diffusion.guidance_target
         frames = num_frames if num_frames is not None else c.sample_num_frames
         size = self._check_sample_inputs(observation, instructions, steps, scale, target, frames)
+        if action_prefix is not None:
+            action_prefix.check(size, c.chunk_rows, c.action_dims)
         device, dtype = self.device, self.dtype
         ids = torch.zeros(size, dtype=torch.long) if embodiment_ids is None else torch.as_tensor(embodiment_ids)
         if ids.shape != (size,) or int(ids.min()) < 0 or int(ids.max()) >= c.num_embodiments:
@@ -134,6 +139,7 @@ class SamplingMixin:
             dtype,
             generator,
             synchronize,
+            action_prefix,
         )
         mark = lap("denoising", mark)
         timings["denoising_step_mean"] = sum(result.step_seconds) / len(result.step_seconds)
