@@ -10,6 +10,9 @@ Publishes:
   ~/target_pose (geometry_msgs/PoseStamped, COMMAND)       every streamed target (also in dry run), for RViz
   chunk_request (std_msgs/Header, COMMAND)                 sync mode: once when enabled and after each chunk's
                                                            execute_rows; stamp = request time
+  rtc_chunk_request (videovla_msgs/ChunkRequest, COMMAND)  async mode with rtc: when enabled, after each admitted
+                                                           or rejected chunk and on the chunk watchdog; carries
+                                                           the committed motion (videovla_ros.realtime_chunking)
   /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz)     counters of every clamp / rejection / drop, stream
                                                            rate, jitter, idle fraction
   the backend's commands (not in dry run): target_pose + gripper_command, rm_driver, servo or MoveItPy
@@ -46,13 +49,15 @@ from rclpy.node import Node
 from std_msgs.msg import Bool, Header
 from std_srvs.srv import SetBool
 
-from videovla_msgs.msg import ActionChunk
+from videovla_msgs.msg import ActionChunk, ChunkRequest
 from videovla_ros import qos
 from videovla_ros.action_chunk import ChunkRejectedError, TimedChunk, from_msg, ns_to_time
 from videovla_ros.backends import BackendParams, make_backend
 from videovla_ros.backends.base import pose_stamped
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
 from videovla_ros.node_runner import run_node
+from videovla_ros.realtime_chunking import DelayEstimate, committed_motion
+from videovla_ros.realtime_chunking import to_msg as rtc_request_msg
 from videovla_ros.safety import (
     ArmState,
     Decision,
@@ -121,6 +126,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "state_watchdog": (_LIMITS.state_watchdog, "stop and disable after this long without robot state [s]"),
     "blend_duration": (0.15, "time over which a new chunk's motion is blended into the current one [s]"),
     "latency_compensation": (0.0, "async mode: delay every row's due time by this much [s] (slow policies)"),
+    "rtc": (False, "async mode: real-time chunking, ask for each chunk with the motion it must continue"),
     "history_duration": (5.0, "robot state kept to look up the pose at a chunk's capture stamp [s]"),
     "gripper_threshold": (_LIMITS.gripper_threshold, "gripper values at or above it open (1.0), below close (0.0)"),
     "stop_message_type": (_BACKEND.stop_message_type, "realman: move_stop_cmd type, bool (driver 1.1) | empty (1.1.6)"),
@@ -147,6 +153,7 @@ class BridgeConfig:
     history_duration: float
     limits: SafetyLimits
     backend_params: BackendParams
+    rtc: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -156,6 +163,8 @@ class BridgeConfig:
         for name in ("blend_duration", "latency_compensation"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"parameter {name} must be >= 0 s, got {getattr(self, name)}")
+        if self.rtc and self.mode != "async":
+            raise ValueError(f"parameter rtc needs mode 'async' (chunks overlap only there), got mode {self.mode!r}")
         if not self.history_duration > self.limits.max_chunk_age:
             raise ValueError(
                 f"parameter history_duration ({self.history_duration} s) must exceed max_chunk_age "
@@ -229,6 +238,7 @@ def config_from_parameters(values: dict[str, object]) -> BridgeConfig:
         history_duration=number["history_duration"],
         limits=limits,
         backend_params=backend_params,
+        rtc=_flag("rtc", values["rtc"]),
     )
 
 
@@ -264,12 +274,16 @@ class ArmBridgeNode(Node):
         self._request_due_ns: int | None = None
         self._speed_limited = False
         self._period_ns = round(NANOSECONDS_PER_SECOND / self.config.stream_rate_hz)
+        self._inference_delay = DelayEstimate()
+        self._chunk_time_step = 0.0
 
         self.backend = make_backend(self.config.backend, self, self.config.backend_params)
         self.backend.add_state_callback(self._on_state)
 
         self._target_pub = self.create_publisher(PoseStamped, "~/target_pose", qos.COMMAND)
         self._request_pub = self.create_publisher(Header, "chunk_request", qos.COMMAND)
+        if self.config.rtc:
+            self._rtc_pub = self.create_publisher(ChunkRequest, "rtc_chunk_request", qos.COMMAND)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos.ACTION_CHUNK)
         self.create_subscription(Bool, "estop", self._on_estop, qos.SAFETY)
@@ -429,6 +443,10 @@ class ArmBridgeNode(Node):
             self._request_due_ns = kept[-1].due_ns
         self._book.count("chunks_accepted")
         self._book.set("last_chunk_age_s", (now_ns - chunk.capture_time_ns) / NANOSECONDS_PER_SECOND)
+        if self.config.rtc:
+            self._inference_delay.update((now_ns - chunk.capture_time_ns) / NANOSECONDS_PER_SECOND)
+            self._chunk_time_step = chunk.time_step
+            self._request_with_motion(now_ns)
         if self.config.dry_run:
             for waypoint in kept:
                 self.get_logger().info(
@@ -444,6 +462,8 @@ class ArmBridgeNode(Node):
         self.get_logger().warning(f"rejected {reason}")
         if self.config.mode == "sync" and self._machine.enabled and self._request_due_ns is None:
             self._publish_request(now_ns)
+        if self.config.rtc and self._machine.enabled:
+            self._request_with_motion(now_ns)
 
     def _count_and_log(self, counter: str, prefix: str, reasons: list[str]) -> None:
         if reasons:
@@ -522,11 +542,28 @@ class ArmBridgeNode(Node):
         self.get_logger().warning(f"{decision.reason}: holding position")
         if self.config.mode == "sync":
             self._publish_request(now_ns)
+        if self.config.rtc:
+            self._request_with_motion(now_ns)
 
     def _publish_request(self, now_ns: int) -> None:
         self._request_pub.publish(Header(stamp=ns_to_time(now_ns), frame_id=self.config.backend_params.frame_id))
         self._book.count("chunk_requests")
         # Silence is measured from the request: the policy has chunk_watchdog seconds to answer.
+        self._chunk_watchdog.feed(now_ns)
+
+    def _request_with_motion(self, now_ns: int) -> None:
+        """rtc: asks for the next chunk with the motion it will have to continue (caller holds the lock)."""
+        motion = committed_motion(
+            self._motion,
+            now_ns,
+            self._chunk_time_step,
+            self._inference_delay.seconds,
+            self.config.latency_compensation,
+            self.config.backend_params.frame_id,
+        )
+        self._rtc_pub.publish(rtc_request_msg(motion))
+        self._book.count("chunk_requests")
+        self._book.set("rtc_inference_delay_s", self._inference_delay.seconds)
         self._chunk_watchdog.feed(now_ns)
 
     # ---- state changes ----------------------------------------------------------------------------------
@@ -556,6 +593,8 @@ class ArmBridgeNode(Node):
         self._chunk_watchdog.feed(now_ns)
         if self.config.mode == "sync":
             self._publish_request(now_ns)
+        if self.config.rtc:
+            self._request_with_motion(now_ns)
 
     def _halt(self) -> None:
         """Forget the motion and stop the arm (caller holds the lock)."""

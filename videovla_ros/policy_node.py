@@ -10,6 +10,9 @@ Subscriptions (relative names):
     <camera_topic>/compressed (sensor_msgs/CompressedImage, QoS CAMERA) when image_transport = "compressed"
     instruction (std_msgs/String, QoS INSTRUCTION, latched): sets the instruction; preempts a running goal
     chunk_request (std_msgs/Header, QoS COMMAND): with inference_trigger = "request", one inference per request
+    rtc_chunk_request (videovla_msgs/ChunkRequest, QoS COMMAND): with inference_trigger = "request", a request
+        that also carries the arm's committed motion; the answer continues it (real-time chunking:
+        videovla_ros.realtime_chunking, videovla_model.rtc)
 Publishers:
     action_chunk (videovla_msgs/ActionChunk, QoS ACTION_CHUNK): header.stamp = capture stamp of the image the
         chunk was predicted from; row i holds the per-step delta to the target reached (i + 1) * time_step
@@ -58,7 +61,7 @@ from std_msgs.msg import Header, String
 from videovla_model.contract import Observation, Policy, PolicyMetadata, validate_output
 from videovla_model.policy import load_policy  # torch-free until a checkpoint is loaded
 from videovla_msgs.action import ExecuteInstruction
-from videovla_msgs.msg import ActionChunk, VideoClip
+from videovla_msgs.msg import ActionChunk, ChunkRequest, VideoClip
 from videovla_ros import qos
 from videovla_ros.action_chunk import TimedChunk, time_to_ns, to_msg
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
@@ -86,6 +89,8 @@ from videovla_ros.inference_scheduler import (
     check_goal,
 )
 from videovla_ros.node_runner import run_node
+from videovla_ros.realtime_chunking import MotionSlot, Prefix, prefix_for_capture
+from videovla_ros.realtime_chunking import from_msg as rtc_request_from_msg
 
 NODE_NAME = "videovla_policy"
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
@@ -223,6 +228,7 @@ class PolicyNode(LifecycleNode):
         self._active_subscriptions: list[Subscription] = []
         self._active_timers: list[Timer] = []
         self._wakeup: GuardCondition | None = None
+        self._rtc_motion = MotionSlot()
 
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         # Diagnostics run in every lifecycle state, so their period is read once, at construction.
@@ -308,6 +314,15 @@ class PolicyNode(LifecycleNode):
                     Header, "chunk_request", self._on_chunk_request, qos.COMMAND, callback_group=self._input_group
                 )
             )
+            self._active_subscriptions.append(
+                self.create_subscription(
+                    ChunkRequest,
+                    "rtc_chunk_request",
+                    self._on_rtc_request,
+                    qos.COMMAND,
+                    callback_group=self._input_group,
+                )
+            )
         self._active_timers = [
             self.create_timer(HOUSEKEEPING_PERIOD, self._housekeeping, callback_group=self._housekeeping_group)
         ]
@@ -361,6 +376,7 @@ class PolicyNode(LifecycleNode):
             self.destroy_guard_condition(self._wakeup)
             self._wakeup = None
         self._playback.clear()
+        self._rtc_motion.take()
         if self.scheduler is not None:
             self.scheduler.reset()
         if was_active:
@@ -415,6 +431,29 @@ class PolicyNode(LifecycleNode):
             self.scheduler.request(time_to_ns(msg.stamp))
             self._wake()
 
+    def _on_rtc_request(self, msg: ChunkRequest) -> None:
+        try:
+            motion = rtc_request_from_msg(msg)
+        except ValueError as error:
+            self.diagnostics.count("rejected_rtc_requests")
+            self._log_repeated(self._error_log, f"rejected request on 'rtc_chunk_request': {error}")
+            return
+        self._rtc_motion.put(motion)
+        self._on_chunk_request(msg.header)
+
+    def _rtc_prefix(self, capture_time_ns: int, metadata: PolicyMetadata) -> Prefix | None:
+        """The rows the answer to the pending rtc request must start with (None: no request or nothing to keep)."""
+        motion = self._rtc_motion.take()
+        if motion is None:
+            return None
+        try:
+            return prefix_for_capture(
+                motion, capture_time_ns, metadata.chunk_rows, metadata.time_step, metadata.action_dim_names
+            )
+        except ValueError as error:
+            self._log_repeated(self._error_log, f"real-time chunking off for this chunk: {error}")
+            return None
+
     def _on_instruction(self, msg: String) -> None:
         scheduler = self.scheduler
         if scheduler is None:
@@ -467,7 +506,14 @@ class PolicyNode(LifecycleNode):
         decode = should_decode(
             params.publish_imagination, outputs.imagination_subscribers, next_sequence, params.imagination_every
         )
-        observation = Observation(image=image, instruction=job.instruction, embodiment_id=params.embodiment_id)
+        prefix = self._rtc_prefix(job.frame.capture_time_ns, metadata)
+        observation = Observation(
+            image=image,
+            instruction=job.instruction,
+            embodiment_id=params.embodiment_id,
+            action_prefix=None if prefix is None else prefix.actions,
+            inference_delay_rows=0 if prefix is None else prefix.inference_delay_rows,
+        )
         start = time.monotonic_ns()
         try:
             output = policy.infer(observation, decode_video=decode)
