@@ -27,9 +27,7 @@ def curved_trajectory(rows: int = 6) -> Trajectory:
     deltas = np.array([[0.002 * (i + 1), 0.001 * i, -0.0005, 0.01, -0.02 * i, 0.015] for i in range(rows)])
     start = Pose.make([0.4, 0.0, 0.3], [0.9, 0.1, 0.3, 0.2])
     poses = apply_deltas(start, deltas)
-    waypoints = tuple(
-        Waypoint(NOW + (i + 1) * STEP_NS, pose, 1.0 if i < 3 else 0.0, i) for i, pose in enumerate(poses)
-    )
+    waypoints = tuple(Waypoint(NOW + (i + 1) * STEP_NS, pose, 1.0 if i < 3 else 0.0, i) for i, pose in enumerate(poses))
     return Trajectory(start_ns=NOW, start=start, waypoints=waypoints)
 
 
@@ -39,8 +37,21 @@ def test_committed_motion_samples_the_executing_chunk_until_it_ends():
     np.testing.assert_allclose(motion.rows[:, 0], 0.002 * np.arange(1, 7), atol=1e-12)
     np.testing.assert_array_equal(motion.rows[:, 6], [1, 1, 1, 0, 0, 0])
     later = committed_motion(curved_trajectory(), NOW + 250_000_000, STEP, 0.25, 0.0, "base_link")
-    assert later.rows.shape == (3, 7)  # 0.35 s left: three whole steps
+    assert later.rows.shape == (4, 7)  # 0.35 s left: three whole steps, then half a step and the hold
+    assert later.rows[3, 0] == pytest.approx(0.5 * 0.012)
+
+
+def test_committed_motion_includes_the_hold_until_the_answer_is_expected():
+    longer = committed_motion(curved_trajectory(), NOW, STEP, 0.85, 0.0, "base_link")
+    assert longer.rows.shape == (9, 7)
+    np.testing.assert_allclose(longer.rows[6:, :6], 0.0, atol=1e-12)
+    np.testing.assert_array_equal(longer.rows[6:, 6], 0.0)  # the last command, closed
+    holding = committed_motion(Hold(Pose.make([0.4, 0, 0.3]), NOW, 1.0), NOW, STEP, 0.2, 0.0, "b")
+    np.testing.assert_allclose(holding.rows, [[0, 0, 0, 0, 0, 0, 1.0]] * 2, atol=1e-12)
+    # Nothing known yet: no gripper command, no chunk time step, no motion.
     assert committed_motion(Hold(Pose.make([0.4, 0, 0.3]), NOW), NOW, STEP, 0.2, 0.0, "b").rows.shape == (0, 7)
+    no_step_yet = committed_motion(Hold(Pose.make([0.4, 0, 0.3]), NOW, 1.0), NOW, 0.0, 0.2, 0.0, "b")
+    assert no_step_yet.rows.shape == (0, 7)
     assert committed_motion(None, NOW, STEP, 0.2, 0.0, "b").rows.shape == (0, 7)
 
 

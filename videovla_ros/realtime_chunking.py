@@ -1,7 +1,8 @@
 """Real-time chunking between the arm bridge and the policy node: which rows will execute during inference (pure).
 
 Bridge side (`committed_motion`): when it asks for the next chunk (async mode, `rtc: true`), the bridge samples
-the motion it has committed to, from now until the executing chunk's last row, every time_step, and sends
+the motion it has committed to, from now until the executing chunk's last row (and the hold after it, until
+the answer is expected), every time_step, and sends
 those steps as per-step deltas with its running estimate of the inference delay (`DelayEstimate`, an EMA of
 capture-to-admission times) in a videovla_msgs/ChunkRequest.
 
@@ -87,11 +88,14 @@ class DelayEstimate:
 def committed_motion(
     motion: Motion | None, now_ns: int, time_step: float, inference_delay: float, execute_offset: float, frame_id: str
 ) -> CommittedMotion:
-    """Samples `motion` every time_step from now until it ends (bridge side). No motion or a hold: no rows."""
+    """Samples `motion` every time_step from now until it ends or, if later, until the answer is expected
+    (now + inference_delay): an arm that has run out of rows holds until then, and that hold is as certain as
+    the rows (bridge side). No motion, no time step yet, or a motion without a gripper command: no rows."""
     rows = np.zeros((0, len(PREFIX_DIMS)))
     steps = 0
     if motion is not None and time_step > 0:
-        steps = max(0, math.floor((motion.end_ns() - now_ns) / (time_step * NANOSECONDS_PER_SECOND) + 1e-9))
+        committed_ns = max(motion.end_ns(), now_ns + round(inference_delay * NANOSECONDS_PER_SECOND))
+        steps = max(0, math.ceil((committed_ns - now_ns) / (time_step * NANOSECONDS_PER_SECOND) - 1e-9))
     if steps:
         times = now_ns + np.round(np.arange(steps + 1) * time_step * NANOSECONDS_PER_SECOND).astype(np.int64)
         poses = [motion.sample(int(t)) for t in times]
