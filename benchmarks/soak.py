@@ -11,7 +11,8 @@ Per window (--window-minutes) it prints:
   - chunk latency percentiles: the policy's inference_time and capture_to_publish_time of every ActionChunk;
   - camera frames seen by this process vs the camera_fps x window expected ("missed": the sim fell behind) and
     the frames the policy dropped (stale or unparseable, from its /diagnostics counters);
-  - chunks, and chunks the bridge rejected (its /diagnostics counters).
+  - chunks, and chunks the bridge rejected (its /diagnostics counters);
+  - how often the bridge had to be re-enabled after a watchdog stopped it (robot state late on a loaded CPU).
 The nodes' own output (the tiny random model's clamped rows are logged by the bridge) goes to --node-log.
 
 Run: OMP_NUM_THREADS=1 scripts/with_env.sh python benchmarks/soak.py [--minutes 30] [--window-minutes 5]
@@ -61,6 +62,7 @@ class Window:
     inference: list[float] = field(default_factory=list)
     capture_to_publish: list[float] = field(default_factory=list)
     frames: int = 0
+    reenables: int = 0
 
 
 class Watcher(Node):
@@ -71,6 +73,7 @@ class Watcher(Node):
         self.lock = threading.Lock()
         self.window = Window()
         self.counters: dict[str, float] = {}
+        self.bridge_state = ""
         self.instruction_pub = self.create_publisher(String, "instruction", qos.INSTRUCTION)
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos.ACTION_CHUNK)
         self.create_subscription(Image, "image_raw", self._on_image, qos.CAMERA)
@@ -93,6 +96,8 @@ class Watcher(Node):
             if not node:
                 continue
             with self.lock:
+                if node == "bridge":
+                    self.bridge_state = next((kv.value for kv in status.values if kv.key == "state"), "")
                 for kv in status.values:
                     with contextlib.suppress(ValueError):  # text gauges (state, instruction) are not counters
                         self.counters[f"{node}.{kv.key}"] = float(kv.value)
@@ -166,6 +171,33 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def enable_bridge(watcher: Watcher) -> None:
+    """Enables the bridge, retrying while it refuses for a transient reason (robot state not yet fresh)."""
+    deadline = time.monotonic() + SERVICE_TIMEOUT
+    while True:
+        answer = watcher.call(watcher.enable, SetBool.Request(data=True), "enable the bridge")
+        if answer.success:
+            with watcher.lock:
+                watcher.bridge_state = "enabled"
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"arm_bridge/enable refused: {answer.message}")
+        time.sleep(0.5)
+
+
+def watch_window(watcher: Watcher, seconds: float) -> None:
+    """Waits a window out; re-enables the bridge whenever a watchdog disabled it (counted), as an operator would."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        with watcher.lock:
+            disabled = watcher.bridge_state == "disabled"
+        if disabled:
+            enable_bridge(watcher)
+            with watcher.lock:
+                watcher.window.reenables += 1
+
+
 def bring_up(watcher: Watcher) -> None:
     for transition_id, name in (
         (Transition.TRANSITION_CONFIGURE, "configure"),
@@ -175,14 +207,7 @@ def bring_up(watcher: Watcher) -> None:
         if not answer.success:
             raise RuntimeError(f"the policy node refused to {name} (see its log above)")
     watcher.instruction_pub.publish(String(data=INSTRUCTION))
-    deadline = time.monotonic() + SERVICE_TIMEOUT
-    while True:
-        answer = watcher.call(watcher.enable, SetBool.Request(data=True), "enable the bridge")
-        if answer.success:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"arm_bridge/enable refused: {answer.message}")
-        time.sleep(0.5)
+    enable_bridge(watcher)
 
 
 def percentiles(values: list[float]) -> str:
@@ -200,7 +225,7 @@ def report_row(index: int, window: Window, counters: dict[str, float], previous:
     rejected = sum(delta(f"bridge.{key}") for key in BRIDGE_COUNTERS if key != "chunks_accepted")
     return (
         f"{index:3d} | {extra} | {len(window.inference):6d} {rejected:5d} | {percentiles(window.inference)} | "
-        f"{percentiles(window.capture_to_publish)} | {window.frames:6d} {dropped:5d}"
+        f"{percentiles(window.capture_to_publish)} | {window.frames:6d} {dropped:5d} | {window.reenables:3d}"
     )
 
 
@@ -221,15 +246,18 @@ def soak(options: argparse.Namespace, checkpoint: Path, log: IO[bytes]) -> None:
         )
         print(f"expected camera frames per window: {options.camera_fps * window_s:.0f}")
         rss_header = " ".join(f"{name[:14]:>14s} MiB (+d)" for name in names)
-        print(f"win | {rss_header} | chunks rej | infer ms p50 p95 p99 | capture->pub p50 p95 p99 | frames dropped")
+        print(
+            f"win | {rss_header} | chunks rej | infer ms p50 p95 p99 | capture->pub p50 p95 p99 | "
+            "frames dropped | re-enabled"
+        )
         watcher.take_window()
         _, previous = watcher.take_window()
         last_rss = {name: rss_mib(p.pid) for name, p in processes.items()}
         for index in range(1, windows + 1):
-            time.sleep(window_s)
-            dead = [name for name, p in processes.items() if p.poll() is not None]
+            watch_window(watcher, window_s)
+            dead = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
             if dead:
-                raise RuntimeError(f"node process(es) exited during the soak: {dead}")
+                raise RuntimeError(f"node process(es) exited during the soak (name: exit code): {dead}")
             rss = {name: rss_mib(p.pid) for name, p in processes.items()}
             extra = " ".join(f"{rss[n]:8.1f} ({rss[n] - last_rss[n]:+6.1f})" for n in names)
             window, counters = watcher.take_window()
