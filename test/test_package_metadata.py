@@ -29,6 +29,9 @@ PYTHON_LIBRARIES = {
     "transformers": None,
     "accelerate": None,
     "mujoco": None,
+    "rosbags": None,
+    "pyarrow": None,
+    "av": None,
 }
 PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow"}
 
@@ -80,7 +83,7 @@ def _ros_packages_available() -> set[str]:
 
 def test_every_import_is_declared():
     exec_depends = _package_xml_dependencies(ROOT / "package.xml", ("exec_depend", "depend"))
-    model_requirements = _requirement_names("model.txt", "sim.txt")
+    model_requirements = _requirement_names("model.txt", "sim.txt", "data.txt")
     ros_packages = _ros_packages_available()
     problems = []
     for module, files in sorted(
@@ -93,7 +96,7 @@ def test_every_import_is_declared():
             if rosdep_key is not None and rosdep_key not in exec_depends:
                 problems.append(f"{module} (in {sorted(files)}) needs <exec_depend>{rosdep_key}</exec_depend>")
             if PIP_NAMES.get(module, module).lower() not in model_requirements:
-                problems.append(f"{module} (in {sorted(files)}) is missing from requirements/model.txt or sim.txt")
+                problems.append(f"{module} (in {sorted(files)}) is missing from requirements/*.txt")
         elif module in ros_packages or module == "rclpy":
             if module not in exec_depends:
                 problems.append(f"ROS package {module} (in {sorted(files)}) is not an exec_depend in package.xml")

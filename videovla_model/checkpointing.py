@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import AutoencoderKLCogVideoX
@@ -38,7 +38,7 @@ from videovla_model.condition_normalization import (
 from videovla_model.configuration import ADDABLE_CONDITIONING, VideoVLAConfig
 from videovla_model.normalization import NORMALIZATION_NAME, ActionNormalizer
 from videovla_model.text import build_tokenizer
-from videovla_model.transformer import VideoVLATransformer, cogvideox_transformer_kwargs
+from videovla_model.transformer import VideoVLATransformer, cogvideox_transformer_kwargs, positional_table_length
 from videovla_model.weights import assert_materialized, check_state_dict, load_safetensors
 
 if TYPE_CHECKING:
@@ -189,8 +189,9 @@ class CheckpointMixin:
         """A VideoVLA model whose backbone, VAE, T5 and tokenizer come from a local diffusers-format CogVideoX
         image-to-video directory (transformer/, vae/, text_encoder/, tokenizer/); the action layers are new.
 
-        The I2V checkpoint's learned positional table (fixed to 480 x 720 frames) is not used: VideoVLA works at
-        other resolutions and relies on the 3D rotary positions alone.
+        The I2V checkpoint's learned positional table (480 x 720 frames) is kept when
+        `config.transformer.learned_positional_embeddings` is on, cut to the config's grid (`fit_positional_table`);
+        otherwise it is dropped and positions are 3D rotary only.
         """
         root = Path(cogvideox_dir)
         for sub in ("transformer", VAE_DIR, TEXT_ENCODER_DIR, TOKENIZER_DIR):
@@ -203,18 +204,65 @@ class CheckpointMixin:
         vae = AutoencoderKLCogVideoX.from_pretrained(str(root / VAE_DIR), torch_dtype=torch_dtype)
 
         stock = load_safetensors(root / "transformer")
-        if stock.pop("patch_embed.pos_embedding", None) is not None:
-            logger.info("from_cogvideox: dropped the I2V learned positional table; positions are 3D rotary only")
+        stock_table = stock.pop("patch_embed.pos_embedding", None)
         with torch.device("meta"):
             transformer = VideoVLATransformer(config)
         added_names = [name for name in transformer.state_dict() if not name.startswith("backbone.")]
         state = {f"backbone.{name}": tensor for name, tensor in stock.items()}
+        if transformer.positional_embedding is not None:
+            state["positional_embedding"] = _positional_table_from(stock_table, root / "transformer", config)
+        elif stock_table is not None:
+            logger.info("from_cogvideox: dropped the I2V learned positional table; positions are 3D rotary only")
         check_state_dict(transformer, state, f"CogVideoX transformer weights in {root / 'transformer'}", added_names)
         transformer.load_state_dict(state, strict=False, assign=True)
         initialise_added_layers(transformer)  # they were never loaded
         assert_materialized(transformer, "VideoVLA transformer from CogVideoX")
         model = cls(config, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer)
         return model.to(device=device, dtype=torch_dtype)
+
+
+def _positional_table_from(
+    stock_table: torch.Tensor | None, transformer_dir: Path, config: VideoVLAConfig
+) -> torch.Tensor:
+    """The config's positional table from a stock CogVideoX one, or zeros (with a warning) when it has none."""
+    if stock_table is not None:
+        stock_config = json.loads((transformer_dir / "config.json").read_text())
+        return fit_positional_table(stock_table, stock_config, config)
+    logger.warning(
+        "%s has no learned positional table (patch_embed.pos_embedding) but the config asks for one: it starts at "
+        "zero and is learned in fine-tuning",
+        transformer_dir,
+    )
+    return torch.zeros(1, positional_table_length(config), config.transformer.width)
+
+
+def fit_positional_table(table: torch.Tensor, stock_config: dict[str, Any], config: VideoVLAConfig) -> torch.Tensor:
+    """A stock CogVideoX positional table (1, L + T0 * H0 * W0, width) cut to the config's grid
+    (1, L + T * H * W, width): the text rows as they are, then the first T frames, H rows and W columns of the
+    stock video grid, i.e. the positions 0..N-1 the integer rotary grid also uses."""
+    t = config.transformer
+    patch = t.patch_size
+    stock_frames = (stock_config.get("sample_frames", 49) - 1) // stock_config.get("temporal_compression_ratio", 4) + 1
+    stock_grid = (
+        stock_frames,
+        stock_config.get("sample_height", t.sample_height) // patch,
+        stock_config.get("sample_width", t.sample_width) // patch,
+    )
+    grid = (config.train_latent_frames, config.latent_height // patch, config.latent_width // patch)
+    text = config.text.max_length
+    expected_rows = text + stock_grid[0] * stock_grid[1] * stock_grid[2]
+    if tuple(table.shape) != (1, expected_rows, t.width):
+        raise ValueError(
+            f"CogVideoX positional table has shape {list(table.shape)}, expected {[1, expected_rows, t.width]} "
+            f"(text {text} + frames x rows x columns {list(stock_grid)} from its config.json)"
+        )
+    if any(want > have for want, have in zip(grid, stock_grid, strict=True)):
+        raise ValueError(
+            f"the config's latent grid (frames, rows, columns) {list(grid)} exceeds the CogVideoX positional table's "
+            f"{list(stock_grid)}: lower train_num_frames or the image size"
+        )
+    video = table[0, text:].reshape(*stock_grid, t.width)[: grid[0], : grid[1], : grid[2]]
+    return torch.cat([table[0, :text], video.reshape(-1, t.width)]).unsqueeze(0).contiguous()
 
 
 def initialise_added_layers(transformer: VideoVLATransformer) -> None:

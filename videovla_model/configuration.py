@@ -1,11 +1,14 @@
 """The VideoVLA model configuration: frozen dataclasses, saved as `config.json` beside the weights.
 
-Only model, inference and loss settings live here; optimiser and schedule settings belong to training.
+Only model, inference and loss settings live here (the transformer, VAE, text, diffusion and loss parts in
+`component_configs`); optimiser and schedule settings belong to training.
 Every field is validated in `__post_init__`, and every error names the field, the value and what is allowed,
 so a bad YAML or JSON file fails at load time instead of deep inside a forward pass.
 
 Presets (`VideoVLAConfig.preset(name)`):
-    "cogvideox-5b": the paper's model (CogVideoX-5B image-to-video DiT, T5-v1.1-XXL, the CogVideoX VAE).
+    "cogvideox-5b": the paper's model (CogVideoX-5B image-to-video DiT, T5-v1.1-XXL, the CogVideoX VAE), with the
+        public VideoVLA code's positional table, rotary grid, action head, zero unconditional text, 100 embodiments
+        and dynamic guidance.
     "small": a CPU-trainable model for the simulated arm's default checkpoint (a few MB).
     "tiny": trains and samples on 2 CPU cores in seconds; for tests.
 """
@@ -19,6 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from videovla_model.component_configs import (
+    DiffusionConfig,
+    LossConfig,
+    TextConfig,
+    TransformerConfig,
+    VAEConfig,
+    require,
+    require_positive_int,
+)
 from videovla_model.contract import DEFAULT_ACTION_DIM_NAMES
 
 CONFIG_NAME = "config.json"
@@ -29,223 +41,7 @@ ROTATION_CONVENTION = (
 )
 
 AttentionMode = Literal["bidirectional", "causal"]
-SamplerName = Literal["ddim", "dpm"]
-GuidanceTarget = Literal["video_and_actions", "actions", "video"]
-TokenizerKind = Literal["t5", "byt5"]
-
-
-def _require(condition: bool, field_name: str, value: object, allowed: str) -> None:
-    if not condition:
-        raise ValueError(f"{field_name} must be {allowed}, got {value!r}")
-
-
-def _positive_int(field_name: str, value: object) -> None:
-    _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, field_name, value, "an int >= 1")
-
-
-@dataclass(frozen=True)
-class TransformerConfig:
-    """The CogVideoX diffusion transformer (1.0 layout: patch_size_t is None, no ofs embedding).
-
-    sample_height / sample_width are in latent pixels and only set the base grid of the 3D rotary table
-    (CogVideoX-5B was trained at 60 x 90 latents; other grids are mapped onto it as diffusers' pipeline does).
-    """
-
-    num_layers: int = 42
-    num_attention_heads: int = 48
-    attention_head_dim: int = 64
-    time_embed_dim: int = 512
-    patch_size: int = 2
-    sample_height: int = 60
-    sample_width: int = 90
-    attention_bias: bool = True
-    norm_eps: float = 1e-5
-    activation_fn: str = "gelu-approximate"
-    timestep_activation_fn: str = "silu"
-    spatial_interpolation_scale: float = 1.875
-    temporal_interpolation_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("num_layers", "num_attention_heads", "attention_head_dim", "time_embed_dim", "patch_size"):
-            _positive_int(f"transformer.{name}", getattr(self, name))
-        _positive_int("transformer.sample_height", self.sample_height)
-        _positive_int("transformer.sample_width", self.sample_width)
-        # The 3D rotary table splits each head into t / h / w parts of head_dim/4, 3*head_dim/8, 3*head_dim/8.
-        _require(
-            self.attention_head_dim % 16 == 0,
-            "transformer.attention_head_dim",
-            self.attention_head_dim,
-            "a multiple of 16 (the 3D rotary table splits it into time/height/width parts)",
-        )
-
-    @property
-    def width(self) -> int:
-        """Hidden size = num_attention_heads * attention_head_dim."""
-        return self.num_attention_heads * self.attention_head_dim
-
-
-@dataclass(frozen=True)
-class VAEConfig:
-    """The CogVideoX causal 3D VAE (`AutoencoderKLCogVideoX`)."""
-
-    block_out_channels: tuple[int, ...] = (128, 256, 256, 512)
-    layers_per_block: int = 3
-    latent_channels: int = 16
-    norm_num_groups: int = 32
-    temporal_compression_ratio: int = 4
-    scaling_factor: float = 0.7
-    invert_scale_latents: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
-        _require(
-            len(self.block_out_channels) >= 2 and all(isinstance(c, int) and c >= 1 for c in self.block_out_channels),
-            "vae.block_out_channels",
-            self.block_out_channels,
-            "at least two positive ints",
-        )
-        _positive_int("vae.layers_per_block", self.layers_per_block)
-        _positive_int("vae.latent_channels", self.latent_channels)
-        _positive_int("vae.norm_num_groups", self.norm_num_groups)
-        _require(
-            all(c % self.norm_num_groups == 0 for c in self.block_out_channels),
-            "vae.block_out_channels",
-            self.block_out_channels,
-            f"all divisible by vae.norm_num_groups={self.norm_num_groups}",
-        )
-        _require(
-            self.temporal_compression_ratio == 4,
-            "vae.temporal_compression_ratio",
-            self.temporal_compression_ratio,
-            "4 (the CogVideoX causal VAE)",
-        )
-        _require(
-            math.isfinite(self.scaling_factor) and self.scaling_factor > 0,
-            "vae.scaling_factor",
-            self.scaling_factor,
-            "a positive number",
-        )
-
-    @property
-    def spatial_compression(self) -> int:
-        """Pixels per latent pixel along height and width."""
-        return 2 ** (len(self.block_out_channels) - 1)
-
-
-@dataclass(frozen=True)
-class TextConfig:
-    """The frozen T5 encoder and its tokenizer.
-
-    tokenizer "t5" loads the sentencepiece tokenizer saved with the weights; "byt5" needs no files (tiny models).
-    """
-
-    tokenizer: TokenizerKind = "t5"
-    max_length: int = 226
-    d_model: int = 4096
-    num_layers: int = 24
-    num_heads: int = 64
-    d_kv: int = 64
-    d_ff: int = 10240
-    vocab_size: int = 32128
-    feed_forward_proj: str = "gated-gelu"
-
-    def __post_init__(self) -> None:
-        _require(self.tokenizer in ("t5", "byt5"), "text.tokenizer", self.tokenizer, "'t5' or 'byt5'")
-        for name in ("max_length", "d_model", "num_layers", "num_heads", "d_kv", "d_ff", "vocab_size"):
-            _positive_int(f"text.{name}", getattr(self, name))
-
-
-@dataclass(frozen=True)
-class DiffusionConfig:
-    """The v-prediction, zero-terminal-SNR schedule (CogVideoX's public scheduler config) and sampling defaults.
-
-    guidance_target: which outputs classifier-free guidance applies to; the other uses the conditional pass.
-    """
-
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    beta_schedule: str = "scaled_linear"
-    snr_shift_scale: float = 1.0
-    sampler: SamplerName = "ddim"
-    num_inference_steps: int = 10
-    guidance_scale: float = 6.0
-    guidance_target: GuidanceTarget = "video_and_actions"
-
-    def __post_init__(self) -> None:
-        _positive_int("diffusion.num_train_timesteps", self.num_train_timesteps)
-        _require(
-            0 < self.beta_start < self.beta_end < 1,
-            "diffusion.beta_start/beta_end",
-            (self.beta_start, self.beta_end),
-            "0 < beta_start < beta_end < 1",
-        )
-        _require(self.sampler in ("ddim", "dpm"), "diffusion.sampler", self.sampler, "'ddim' or 'dpm'")
-        _positive_int("diffusion.num_inference_steps", self.num_inference_steps)
-        _require(
-            self.num_inference_steps <= self.num_train_timesteps,
-            "diffusion.num_inference_steps",
-            self.num_inference_steps,
-            f"<= diffusion.num_train_timesteps={self.num_train_timesteps}",
-        )
-        _require(
-            math.isfinite(self.guidance_scale) and self.guidance_scale >= 1.0,
-            "diffusion.guidance_scale",
-            self.guidance_scale,
-            "a number >= 1 (1 disables classifier-free guidance)",
-        )
-        _require(
-            self.guidance_target in ("video_and_actions", "actions", "video"),
-            "diffusion.guidance_target",
-            self.guidance_target,
-            "'video_and_actions', 'actions' or 'video'",
-        )
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Loss weights and the training-time corruptions that make inference-time guidance possible.
-
-    text_dropout_prob: chance an instruction is replaced by "" (the unconditional prompt used by guidance).
-    image_dropout_prob: chance the conditioning image latent is zeroed.
-    image_noise_log_mean / image_noise_log_std: the conditioning image gets Gaussian noise whose sigma is
-        exp(N(mean, std)) (CogVideoX image-to-video training), so the model does not copy it pixel for pixel.
-    timestep_beta: training timesteps are t = floor(T * u) with u ~ Beta(timestep_beta, 1): 1 is uniform, larger
-        values train more on noisy timesteps, where little of the chunk is left in its noised copy and the
-        observation and instruction alone must decide where it goes (pi0 samples its flow time from a Beta that
-        favours noisy times for the same reason).
-    """
-
-    video_weight: float = 1.0
-    action_weight: float = 1.0
-    use_video_loss: bool = True
-    text_dropout_prob: float = 0.1
-    image_dropout_prob: float = 0.05
-    image_noise_log_mean: float = -3.0
-    image_noise_log_std: float = 0.5
-    timestep_beta: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("video_weight", "action_weight"):
-            value = getattr(self, name)
-            _require(math.isfinite(value) and value >= 0, f"loss.{name}", value, "a number >= 0")
-        for name in ("text_dropout_prob", "image_dropout_prob"):
-            value = getattr(self, name)
-            _require(0.0 <= value < 1.0, f"loss.{name}", value, "a probability in [0, 1)")
-        _require(self.image_noise_log_std >= 0, "loss.image_noise_log_std", self.image_noise_log_std, ">= 0")
-        _require(
-            math.isfinite(self.timestep_beta) and self.timestep_beta >= 1.0,
-            "loss.timestep_beta",
-            self.timestep_beta,
-            "a number >= 1 (1 samples timesteps uniformly)",
-        )
-        _require(
-            self.action_weight > 0 or (self.use_video_loss and self.video_weight > 0),
-            "loss.action_weight",
-            self.action_weight,
-            "> 0 when the video loss is off or has weight 0 (otherwise nothing is trained)",
-        )
-
+UnconditionalText = Literal["empty_prompt", "zeros"]
 
 # Conditioning layers a trained model can grow (`VideoVLAModel.with_added_conditioning`): each starts with a zero
 # output, so the grown model acts exactly as the trained one until it is trained further.
@@ -273,6 +69,9 @@ class VideoVLAConfig:
     text_modulation: the mean-pooled instruction embedding also modulates every token, through a small learned MLP
         whose output is added to the timestep embedding (as SD3 adds its pooled text vector), so the instruction
         can re-weight image features in every block instead of only being attended to; its output starts at zero.
+    unconditional_text: what the transformer sees for a dropped instruction (training) and in the unconditional
+        pass of guidance: "empty_prompt" is T5("") as in diffusers' CogVideoX pipelines, "zeros" a zero embedding
+        as in the public VideoVLA.
     instruction_mixes_observation: the mean-pooled instruction embedding also generates a per-instruction 1 x 1
         mixing of the observation latent's channels (latent += M(instruction) @ latent at every latent pixel, M from
         a small MLP whose output starts at zero), as RT-1 conditions its image encoder on language: the named
@@ -297,6 +96,7 @@ class VideoVLAConfig:
     normalize_text: bool = False
     text_modulation: bool = False
     instruction_mixes_observation: bool = False
+    unconditional_text: UnconditionalText = "empty_prompt"
     rotation_convention: str = ROTATION_CONVENTION
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
@@ -306,12 +106,12 @@ class VideoVLAConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "action_dim_names", tuple(self.action_dim_names))
-        _positive_int("image_height", self.image_height)
-        _positive_int("image_width", self.image_width)
+        require_positive_int("image_height", self.image_height)
+        require_positive_int("image_width", self.image_width)
         multiple = self.vae.spatial_compression * self.transformer.patch_size
         for name in ("image_height", "image_width"):
             value = getattr(self, name)
-            _require(
+            require(
                 value % multiple == 0,
                 name,
                 value,
@@ -320,50 +120,56 @@ class VideoVLAConfig:
             )
         for name in ("train_num_frames", "sample_num_frames"):
             value = getattr(self, name)
-            _positive_int(name, value)
-            _require(
+            require_positive_int(name, value)
+            require(
                 (value - 1) % self.vae.temporal_compression_ratio == 0,
                 name,
                 value,
                 f"{self.vae.temporal_compression_ratio}k + 1 video frames (the causal VAE's rule), e.g. 5, 13, 49",
             )
-        _require(
+        require(
             math.isfinite(self.video_frame_period) and self.video_frame_period > 0,
             "video_frame_period",
             self.video_frame_period,
             "a positive number of seconds",
         )
-        _positive_int("chunk_rows", self.chunk_rows)
-        _require(
+        require_positive_int("chunk_rows", self.chunk_rows)
+        require(
             len(self.action_dim_names) >= 1 and all(isinstance(n, str) and n for n in self.action_dim_names),
             "action_dim_names",
             self.action_dim_names,
             "a non-empty tuple of non-empty strings",
         )
-        _require(
+        require(
             len(set(self.action_dim_names)) == len(self.action_dim_names),
             "action_dim_names",
             self.action_dim_names,
             "unique names",
         )
-        _positive_int("execute_rows", self.execute_rows)
-        _require(
+        require_positive_int("execute_rows", self.execute_rows)
+        require(
             self.execute_rows <= self.chunk_rows,
             "execute_rows",
             self.execute_rows,
             f"<= chunk_rows={self.chunk_rows}",
         )
-        _require(math.isfinite(self.time_step) and self.time_step > 0, "time_step", self.time_step, "a positive number")
-        _require(0.0 < self.gripper_threshold < 1.0, "gripper_threshold", self.gripper_threshold, "in (0, 1)")
-        _positive_int("num_embodiments", self.num_embodiments)
-        _require(
+        require(math.isfinite(self.time_step) and self.time_step > 0, "time_step", self.time_step, "a positive number")
+        require(0.0 < self.gripper_threshold < 1.0, "gripper_threshold", self.gripper_threshold, "in (0, 1)")
+        require_positive_int("num_embodiments", self.num_embodiments)
+        require(
             self.attention_mode in ("bidirectional", "causal"),
             "attention_mode",
             self.attention_mode,
             "'bidirectional' or 'causal'",
         )
         for name in ("normalize_condition", "normalize_text", "text_modulation", "instruction_mixes_observation"):
-            _require(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
+            require(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
+        require(
+            self.unconditional_text in ("empty_prompt", "zeros"),
+            "unconditional_text",
+            self.unconditional_text,
+            "'empty_prompt' or 'zeros'",
+        )
 
     # Derived sizes -------------------------------------------------------------------------------------------
 
@@ -468,7 +274,16 @@ def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
 
 
 PRESETS: dict[str, VideoVLAConfig] = {
-    "cogvideox-5b": VideoVLAConfig(name="cogvideox-5b"),
+    # The public VideoVLA (SAT code and videovla_config.yaml) where it differs from diffusers' CogVideoX.
+    "cogvideox-5b": VideoVLAConfig(
+        name="cogvideox-5b",
+        num_embodiments=100,
+        unconditional_text="zeros",
+        transformer=TransformerConfig(
+            learned_positional_embeddings=True, rotary_grid="integer", action_final_norm=True, action_norm_eps=1e-6
+        ),
+        diffusion=DiffusionConfig(dynamic_guidance=True),
+    ),
     "small": VideoVLAConfig(
         name="small",
         image_height=64,

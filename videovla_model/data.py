@@ -121,13 +121,15 @@ def compute_action_statistics(
 ) -> ActionNormalizer:
     """An `ActionNormalizer` fitted to every recorded step (1st / 99th percentiles per continuous dimension).
 
-    Episodes whose `action_dim_names` differ from `dim_names` raise DatasetError naming the episode.
+    Reads only each episode's episode.json and memory-mapped actions.npy, never its frames (seconds for
+    thousands of episodes: benchmarks/normalization_stats.py). Episodes whose `action_dim_names` differ from
+    `dim_names` raise DatasetError naming the episode.
     """
     dim_names = tuple(dim_names)
     rows = []
-    for folder, episode in zip(episodes.episode_dirs, episodes, strict=True):
-        check_action_dims(folder, episode.metadata.action_dim_names, dim_names)
-        rows.append(np.asarray(episode.actions, dtype=np.float64))
+    for index, folder in enumerate(episodes.episode_dirs):
+        check_action_dims(folder, episodes.metadata(index).action_dim_names, dim_names)
+        rows.append(episodes.actions(index))
     if not rows:
         raise DatasetError(f"{episodes.root}: the dataset has no episodes to compute action statistics from")
     return ActionNormalizer.fit(np.concatenate(rows), dim_names, gripper_threshold=gripper_threshold)

@@ -3,11 +3,12 @@
 One v-prediction, zero-terminal-SNR schedule (diffusers' CogVideoX schedulers with the public CogVideoX
 scheduler config) drives both modalities, and both share ONE timestep per sample: during training the same t
 noises the video latents and the action chunk; during sampling both are stepped together. To guarantee the
-latter, the scheduler steps a single packed tensor (B, N_video + N_action) holding both.
+latter, the scheduler steps a single packed tensor (B, N_video + N_action) holding both, in float32.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import torch
 from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from videovla_model.configuration import DiffusionConfig, SamplerName
+from videovla_model.component_configs import DiffusionConfig, SamplerName
 from videovla_model.rtc import ActionPrefix, guide_action_velocity, pull_final
 
 Scheduler = CogVideoXDDIMScheduler | CogVideoXDPMScheduler
@@ -123,7 +124,7 @@ def unpack(
 
 @dataclass
 class SamplingResult:
-    """video_latents: (B, F, C, h, w); actions: (B, R, D) normalised; step_seconds: one entry per step."""
+    """video_latents: (B, F, C, h, w); actions: (B, R, D) normalised; both float32. step_seconds: one per step."""
 
     video_latents: torch.Tensor
     actions: torch.Tensor
@@ -144,12 +145,14 @@ def sample_loop(
 ) -> SamplingResult:
     """Denoises video latents and actions jointly from pure noise with `num_inference_steps` scheduler steps.
 
-    `denoise` returns the (already guided) velocity predictions; `synchronize` makes per-step timings honest on
-    asynchronous devices; `action_prefix` inpaints the first action rows (real-time chunking, videovla_model.rtc).
+    The sampler state stays float32 between steps (a bfloat16 state would round the small updates of late steps
+    away); `denoise` sees it cast to `dtype` and returns the (already guided) velocity predictions. `synchronize`
+    makes per-step timings honest on asynchronous devices. `action_prefix` inpaints the first action rows
+    (real-time chunking, videovla_model.rtc). The result is float32.
     """
     scheduler.set_timesteps(num_inference_steps, device=device)
-    video = randn_tensor(video_shape, generator=generator, device=device, dtype=dtype)
-    actions = randn_tensor(action_shape, generator=generator, device=device, dtype=dtype)
+    video = randn_tensor(video_shape, generator=generator, device=device, dtype=torch.float32)
+    actions = randn_tensor(action_shape, generator=generator, device=device, dtype=torch.float32)
     sample = pack(video, actions) * scheduler.init_noise_sigma
     is_dpm = isinstance(scheduler, CogVideoXDPMScheduler)
     previous_x0: torch.Tensor | None = None
@@ -157,21 +160,21 @@ def sample_loop(
     timesteps = scheduler.timesteps
     for index, t in enumerate(timesteps):
         start = time.perf_counter()
-        video, actions = unpack(scheduler.scale_model_input(sample, t), video_shape, action_shape)
+        video, actions = unpack(scheduler.scale_model_input(sample, t).to(dtype), video_shape, action_shape)
         timestep = t.expand(video_shape[0]).to(device)
         video_velocity, action_velocity = denoise(video, actions, timestep)
         if action_prefix is not None:
             alpha_bar = float(scheduler.alphas_cumprod[int(t)])
-            action_velocity = guide_action_velocity(actions, action_velocity, alpha_bar, action_prefix)
+            state_actions = unpack(sample, video_shape, action_shape)[1]  # the float32 state, not the cast input
+            action_velocity = guide_action_velocity(state_actions, action_velocity, alpha_bar, action_prefix)
         velocity = pack(video_velocity.float(), action_velocity.float())
         if is_dpm:
             previous_t = timesteps[index - 1] if index > 0 else None
             sample, previous_x0 = scheduler.step(
-                velocity, previous_x0, t, previous_t, sample.float(), generator=generator, return_dict=False
+                velocity, previous_x0, t, previous_t, sample, generator=generator, return_dict=False
             )
         else:
-            sample = scheduler.step(velocity, t, sample.float(), generator=generator, return_dict=False)[0]
-        sample = sample.to(dtype)
+            sample = scheduler.step(velocity, t, sample, generator=generator, return_dict=False)[0]
         if synchronize is not None:
             synchronize()
         step_seconds.append(time.perf_counter() - start)
@@ -179,6 +182,21 @@ def sample_loop(
     if action_prefix is not None:
         actions = pull_final(actions, action_prefix)
     return SamplingResult(video_latents=video, actions=actions, step_seconds=step_seconds)
+
+
+def dynamic_guidance_scale(scale: float, timestep: int, num_inference_steps: int, exponent: int) -> float:
+    """The guidance scale of the public CogVideoX / VideoVLA samplers' dynamic classifier-free guidance at one step:
+
+        1 + scale * (1 - cos(pi * ((num_inference_steps - timestep) / num_inference_steps) ** exponent)) / 2
+
+    timestep is the scheduler's training timestep (0 .. num_train_timesteps - 1), as both diffusers' CogVideoX
+    pipelines (`use_dynamic_cfg`) and the SAT sampler (`step_index = num_steps - timestep`) pass it. For timesteps
+    above num_inference_steps the base is negative and large, so the scale jumps between 1 and 1 + scale from one
+    step to the next rather than rising smoothly; it is kept exactly so, because the public weights were sampled
+    with it. The result always lies in [1, 1 + scale].
+    """
+    base = (num_inference_steps - timestep) / num_inference_steps
+    return 1.0 + scale * (1.0 - math.cos(math.pi * base**exponent)) / 2.0
 
 
 def apply_guidance(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float, enabled: bool) -> torch.Tensor:

@@ -162,11 +162,31 @@ class EpisodeDataset(Sequence[Episode]):
     def __len__(self) -> int:
         return len(self.episode_dirs)
 
+    def metadata(self, index: int) -> EpisodeMetadata:
+        """The episode's episode.json alone."""
+        raw = json.loads((self.episode_dirs[index] / "episode.json").read_text())
+        raw["action_dim_names"] = tuple(raw["action_dim_names"])
+        return EpisodeMetadata(**raw)
+
+    def actions(self, index: int) -> np.ndarray:
+        """(T, D) float32 actions, memory-mapped from actions.npy; the frames are never opened."""
+        folder = self.episode_dirs[index]
+        metadata = self.metadata(index)
+        actions = np.load(folder / "actions.npy", mmap_mode="r", allow_pickle=False)
+        if actions.ndim != 2 or actions.shape[1] != len(metadata.action_dim_names):
+            raise ValueError(
+                f"{folder}: actions must be (T, {len(metadata.action_dim_names)}) for dims "
+                f"{metadata.action_dim_names}, got {actions.shape}"
+            )
+        if metadata.num_steps != actions.shape[0]:
+            raise ValueError(
+                f"{folder}: episode.json says num_steps={metadata.num_steps}, arrays have {actions.shape[0]}"
+            )
+        return actions
+
     def __getitem__(self, index: int) -> Episode:  # type: ignore[override]
         folder = self.episode_dirs[index]
-        raw = json.loads((folder / "episode.json").read_text())
-        raw["action_dim_names"] = tuple(raw["action_dim_names"])
-        metadata = EpisodeMetadata(**raw)
+        metadata = self.metadata(index)
         frames = np.load(folder / "frames.npy", mmap_mode="r", allow_pickle=False)
         actions = np.load(folder / "actions.npy", allow_pickle=False)
         try:

@@ -62,6 +62,7 @@ _ARCHITECTURE_FIELDS = (
     "normalize_text",
     "text_modulation",
     "instruction_mixes_observation",
+    "unconditional_text",
     "transformer",
     "vae",
     "text",
@@ -257,6 +258,25 @@ class VideoVLAModel(CheckpointMixin, SamplingMixin, nn.Module):
             embeddings = self.text_normalizer.apply(embeddings)
         return embeddings
 
+    def unconditional_prompt_embeddings(self, size: int) -> torch.Tensor:
+        """(size, max_length, text_width): what the transformer sees without an instruction (`unconditional_text`):
+        the embedding of "" or zeros."""
+        if self.config.unconditional_text == "zeros":
+            text = self.config.text
+            return torch.zeros(size, text.max_length, text.d_model, device=self.device, dtype=self.dtype)
+        return self.encode_prompts([UNCONDITIONAL_PROMPT] * size)
+
+    def encode_prompts_with_dropout(self, instructions: Sequence[str], keep: torch.Tensor) -> torch.Tensor:
+        """B instructions + (B,) bool `keep` -> (B, max_length, text_width) embeddings, the unconditional one where
+        `keep` is False (training-time text dropout)."""
+        if self.config.unconditional_text == "zeros":
+            embeddings = self.encode_prompts(instructions)
+            return embeddings * keep.to(device=embeddings.device, dtype=embeddings.dtype)[:, None, None]
+        kept = keep.tolist()
+        return self.encode_prompts(
+            [text if k else UNCONDITIONAL_PROMPT for text, k in zip(instructions, kept, strict=True)]
+        )
+
     def scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Unscaled VAE latents -> the scaled space the transformer works in (any shape)."""
         factor = self.config.vae.scaling_factor
@@ -352,8 +372,8 @@ class VideoVLAModel(CheckpointMixin, SamplingMixin, nn.Module):
 
         One timestep per sample noises both the video latents and the action chunk. Video loss: v-prediction
         MSE over all latent frames. Action loss: v-prediction MSE over rows where `batch.action_mask` is True.
-        Instructions are dropped to "" with `loss.text_dropout_prob` and the conditioning image is noised /
-        dropped as configured, which is what classifier-free guidance needs at inference.
+        Instructions are dropped to the unconditional text with `loss.text_dropout_prob` and the conditioning image
+        is noised / dropped as configured, which is what classifier-free guidance needs at inference.
         """
         self._check_batch(batch)
         c = self.config
@@ -362,11 +382,7 @@ class VideoVLAModel(CheckpointMixin, SamplingMixin, nn.Module):
         loss_config = c.loss
 
         keep_text = rand((size,), generator, device) >= loss_config.text_dropout_prob
-        kept = keep_text.tolist()
-        instructions = [
-            text if keep else UNCONDITIONAL_PROMPT for text, keep in zip(batch.instructions, kept, strict=True)
-        ]
-        prompt_embeds = self.encode_prompts(instructions)
+        prompt_embeds = self.encode_prompts_with_dropout(batch.instructions, keep_text)
 
         with torch.no_grad():
             if batch.video is not None:

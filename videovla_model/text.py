@@ -1,8 +1,10 @@
 """The frozen T5 text encoder, its tokenizer, and a cache of instruction embeddings.
 
 Prompts are encoded the CogVideoX way: padded to `max_length` tokens and encoded without an attention mask, so
-the pre-trained transformer sees the padding embeddings it was trained with. The unconditional prompt used by
-classifier-free guidance is the empty string (as in CogVideoX's pipelines and the training-time text dropout).
+the pre-trained transformer sees the padding embeddings it was trained with. The unconditional prompt of
+classifier-free guidance and training-time text dropout is the empty string (as in diffusers' CogVideoX
+pipelines), or a zero embedding with `VideoVLAConfig.unconditional_text="zeros"` (the public VideoVLA; see
+`VideoVLAModel.unconditional_prompt_embeddings`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ blocks and video output head, unchanged, so CogVideoX weights load as they are).
 are appended AFTER the video tokens and run through the same blocks, modulated by the same timestep embedding
 (the blocks treat them as part of the video stream). The 3D rotary embedding covers video tokens only: action
 tokens get the identity rotation (cos 1, sin 0), which leaves them exactly unchanged. A separate adaptive output
-norm + Linear(width -> D) reads them out. With no action tokens the forward pass is exactly the stock one.
+norm + Linear(width -> D) reads them out (after the backbone's final LayerNorm with
+`transformer.action_final_norm`). With `transformer.learned_positional_embeddings` a learned table is added to the
+text and video tokens before the blocks (the public VideoVLA and CogVideoX-5B-I2V). With no action tokens and
+neither option the forward pass is exactly the stock one.
 
 With `config.text_modulation` the instruction also enters through the timestep embedding:
 
@@ -83,15 +86,19 @@ def rotary_embedding(
 ) -> RotaryEmbedding:
     """(cos, sin), each (latent_frames * h/p * w/p, head_dim): the 3D rotary table for a latent video.
 
-    The grid is placed on the backbone's training grid (sample_height x sample_width latents) exactly as
-    diffusers' CogVideoX pipelines do, so pre-trained weights see the positions they were trained with.
+    rotary_grid "resized_crop": the grid is placed on the backbone's training grid (sample_height x sample_width
+    latents) exactly as diffusers' CogVideoX pipelines do. "integer": positions 0..N-1 along each axis, as the
+    public VideoVLA computes them.
     """
     t = config.transformer
     grid_height = latent_height // t.patch_size
     grid_width = latent_width // t.patch_size
-    crops = get_resize_crop_region_for_grid(
-        (grid_height, grid_width), t.sample_width // t.patch_size, t.sample_height // t.patch_size
-    )
+    if t.rotary_grid == "integer":
+        crops = ((0, 0), (grid_height, grid_width))
+    else:
+        crops = get_resize_crop_region_for_grid(
+            (grid_height, grid_width), t.sample_width // t.patch_size, t.sample_height // t.patch_size
+        )
     cos, sin = get_3d_rotary_pos_embed(
         embed_dim=t.attention_head_dim,
         crops_coords=crops,
@@ -100,6 +107,13 @@ def rotary_embedding(
         device=device,
     )
     return cos, sin
+
+
+def positional_table_length(config: VideoVLAConfig) -> int:
+    """Rows of the learned positional table: text tokens + video tokens of a training clip."""
+    patch = config.transformer.patch_size
+    video = config.train_latent_frames * (config.latent_height // patch) * (config.latent_width // patch)
+    return config.text.max_length + video
 
 
 class VideoVLATransformer(nn.Module):
@@ -124,12 +138,18 @@ class VideoVLATransformer(nn.Module):
         self.action_in = nn.Linear(dims, width)
         self.action_pos_embed = nn.Parameter(torch.empty(config.chunk_rows, width))
         self.embodiment_embed = nn.Embedding(config.num_embodiments, width)
+        self.positional_embedding = (
+            nn.Parameter(torch.zeros(1, positional_table_length(config), width))
+            if config.transformer.learned_positional_embeddings
+            else None
+        )
         # Same adaptive-norm head as the video output, but its own weights: action tokens live in another space.
+        action_norm_eps = config.transformer.action_norm_eps
         self.action_norm_out = AdaLayerNorm(
             embedding_dim=config.transformer.time_embed_dim,
             output_dim=2 * width,
             norm_elementwise_affine=True,
-            norm_eps=config.transformer.norm_eps,
+            norm_eps=action_norm_eps if action_norm_eps is not None else config.transformer.norm_eps,
             chunk_dim=1,
         )
         self.action_proj_out = nn.Linear(width, dims)
@@ -206,6 +226,18 @@ class VideoVLATransformer(nn.Module):
         tokens = self.action_in(noisy_actions) + self.action_pos_embed[None].to(noisy_actions.dtype)
         return tokens + self.embodiment_embed(embodiment_ids)[:, None, :]
 
+    def positional_slice(self, sequence_length: int) -> torch.Tensor:
+        """(1, sequence_length, width): the learned table's rows for [text | video] tokens (video frame-major)."""
+        assert self.positional_embedding is not None  # only called when the config has the table
+        available = self.positional_embedding.shape[1]
+        if sequence_length > available:
+            raise ValueError(
+                f"the learned positional table covers {available} text + video tokens (text.max_length + "
+                f"train latent frames * h/p * w/p), got {sequence_length}: sample at most train_num_frames="
+                f"{self.config.train_num_frames} frames at {self.config.image_height} x {self.config.image_width}"
+            )
+        return self.positional_embedding[:, :sequence_length]
+
     def mix_observation(self, hidden_states: torch.Tensor, pooled_text: torch.Tensor) -> torch.Tensor:
         """(B, F, 2C, h, w) [noisy video | observation] + (B, text width) -> the same with the observation half
         replaced by observation + M(instruction) @ observation (see the module docstring)."""
@@ -235,27 +267,29 @@ class VideoVLATransformer(nn.Module):
         image_rotary_emb: RotaryEmbedding | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         backbone = self.backbone
-        batch, frames, channels, height, width = hidden_states.shape
+        batch, _, channels, _, _ = hidden_states.shape
         if channels != backbone.config.in_channels:
             raise ValueError(
                 f"hidden_states must have {backbone.config.in_channels} channels (noisy video latents + observation "
                 f"latent), got shape {tuple(hidden_states.shape)}"
             )
 
-        time_features = backbone.time_proj(timestep).to(dtype=hidden_states.dtype)
-        temb = backbone.time_embedding(time_features)
+        # 1. Timestep embedding (+ instruction modulation) and instruction mixing of the observation.
+        temb = backbone.time_embedding(backbone.time_proj(timestep).to(dtype=hidden_states.dtype))
         pooled_text = encoder_hidden_states.mean(dim=1)
         if self.text_modulation is not None:
             temb = temb + self.text_modulation(pooled_text)
         if self.observation_mixing is not None:
             hidden_states = self.mix_observation(hidden_states, pooled_text)
 
-        tokens = backbone.embedding_dropout(backbone.patch_embed(encoder_hidden_states, hidden_states))
+        # 2. Text and video tokens (+ the learned positional table), then the action tokens after the video.
+        tokens = backbone.patch_embed(encoder_hidden_states, hidden_states)
+        if self.positional_embedding is not None:
+            tokens = tokens + self.positional_slice(tokens.shape[1]).to(tokens.dtype)
+        tokens = backbone.embedding_dropout(tokens)
         text_length = encoder_hidden_states.shape[1]
-        text = tokens[:, :text_length]
-        stream = tokens[:, text_length:]
+        text, stream = tokens[:, :text_length], tokens[:, text_length:]
         video_length = stream.shape[1]
-
         attention_kwargs: dict[str, Any] | None = None
         rotary = image_rotary_emb
         if noisy_actions is not None:
@@ -267,6 +301,7 @@ class VideoVLATransformer(nn.Module):
                 mask = self.causal_attention_mask(text_length, video_length, actions.shape[1], stream.device)
                 attention_kwargs = {"attention_mask": mask.expand(batch, -1, -1)}
 
+        # 3. The blocks.
         for block in backbone.transformer_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 stream, text = checkpoint(block, stream, text, temb, rotary, attention_kwargs, use_reentrant=False)
@@ -279,17 +314,32 @@ class VideoVLATransformer(nn.Module):
                     attention_kwargs=attention_kwargs,
                 )
 
-        video = backbone.norm_out(backbone.norm_final(stream[:, :video_length]), temb=temb)
-        video = backbone.proj_out(video)
+        # 4. The video and action heads.
+        return self.read_out(stream, video_length, temb, hidden_states.shape, noisy_actions is not None)
+
+    def read_out(
+        self,
+        stream: torch.Tensor,
+        video_length: int,
+        temb: torch.Tensor,
+        hidden_shape: torch.Size,
+        with_actions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, video_length [+ R], width) tokens after the blocks -> (video (B, F, C, h, w), actions (B, R, D) or
+        None), `hidden_shape` being the input (B, F, 2C, h, w)."""
+        backbone = self.backbone
+        action_final_norm = self.config.transformer.action_final_norm
+        # LayerNorm is per token: normalising the video tokens alone or the whole stream gives the same video tokens.
+        final = backbone.norm_final(stream if action_final_norm else stream[:, :video_length])
+        video = backbone.proj_out(backbone.norm_out(final[:, :video_length], temb=temb))
+        batch, frames, _, height, width = hidden_shape
         patch = backbone.config.patch_size
         video = video.reshape(batch, frames, height // patch, width // patch, -1, patch, patch)
         video = video.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
-
-        if noisy_actions is None:
+        if not with_actions:
             return video, None
-        action_tokens = stream[:, video_length:]
-        action_out = self.action_proj_out(self.action_norm_out(action_tokens, temb=temb))
-        return video, action_out
+        action_tokens = (final if action_final_norm else stream)[:, video_length:]
+        return video, self.action_proj_out(self.action_norm_out(action_tokens, temb=temb))
 
 
 def _extend_with_identity(rotary: RotaryEmbedding, extra_tokens: int) -> RotaryEmbedding:
