@@ -21,7 +21,8 @@ Publishers:
     imagination/frame (sensor_msgs/Image rgb8, QoS IMAGINATION): imagined frames one by one, at their period
     imagination/clip (videovla_msgs/VideoClip, QoS IMAGINATION)
     /diagnostics (diagnostic_msgs/DiagnosticArray): counters chunks_published, chunks_discarded,
-        dropped_frames_stale, dropped_frames_unparseable, rejected_instructions, rejected_goals, inference_errors;
+        dropped_frames_stale, dropped_frames_unparseable, rejected_instructions, rejected_goals, rejected_rtc_requests,
+        inference_errors;
         gauges inference_time_last/_mean, ros_overhead_last/_mean (image receipt to chunk publish minus
         inference), chunk_rate_hz, policy_load_time, instruction
 Action server:
@@ -432,8 +433,13 @@ class PolicyNode(LifecycleNode):
             self._wake()
 
     def _on_rtc_request(self, msg: ChunkRequest) -> None:
+        params = self.params
         try:
             motion = rtc_request_from_msg(msg)
+            if params is not None and motion.frame_id != params.frame_id:
+                raise ValueError(
+                    f"header.frame_id {motion.frame_id[:64]!r} differs from the policy's frame_id {params.frame_id!r}"
+                )
         except ValueError as error:
             self.diagnostics.count("rejected_rtc_requests")
             self._log_repeated(self._error_log, f"rejected request on 'rtc_chunk_request': {error}")
