@@ -185,11 +185,18 @@ def enable_bridge(watcher: Watcher) -> None:
         time.sleep(0.5)
 
 
-def watch_window(watcher: Watcher, seconds: float) -> None:
+def check_alive(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    dead = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
+    if dead:
+        raise RuntimeError(f"node process(es) exited during the soak (name: exit code, negative = signal): {dead}")
+
+
+def watch_window(watcher: Watcher, processes: dict[str, subprocess.Popen[bytes]], seconds: float) -> None:
     """Waits a window out; re-enables the bridge whenever a watchdog disabled it (counted), as an operator would."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        check_alive(processes)
         with watcher.lock:
             disabled = watcher.bridge_state == "disabled"
         if disabled:
@@ -254,10 +261,7 @@ def soak(options: argparse.Namespace, checkpoint: Path, log: IO[bytes]) -> None:
         _, previous = watcher.take_window()
         last_rss = {name: rss_mib(p.pid) for name, p in processes.items()}
         for index in range(1, windows + 1):
-            watch_window(watcher, window_s)
-            dead = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
-            if dead:
-                raise RuntimeError(f"node process(es) exited during the soak (name: exit code): {dead}")
+            watch_window(watcher, processes, window_s)
             rss = {name: rss_mib(p.pid) for name, p in processes.items()}
             extra = " ".join(f"{rss[n]:8.1f} ({rss[n] - last_rss[n]:+6.1f})" for n in names)
             window, counters = watcher.take_window()
