@@ -228,6 +228,7 @@ def start_bridge(scenario: Scenario, rate: float) -> subprocess.Popen[str]:
         "stream_rate_hz": rate,
         "latency_compensation": scenario.latency_compensation,
         "max_chunk_age": 3.0,
+        "state_watchdog": 2.0,  # a loaded machine delays the simulated arm's state now and then
         "blend_duration": BLEND,
         "rtc": scenario.rtc,
     }
@@ -242,12 +243,16 @@ def call_enable(harness: Harness, bridge: subprocess.Popen[str]) -> None:
     if not harness.enable_client.wait_for_service(timeout_sec=30.0):
         raise RuntimeError(f"the bridge did not come up: {bridge.stderr.read() if bridge.poll() else 'no service'}")
     time.sleep(0.5)  # a little robot state history before enabling
-    future = harness.enable_client.call_async(SetBool.Request(data=True))
-    deadline = time.monotonic() + 10.0
-    while not future.done() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if not (future.done() and future.result().success):
-        raise RuntimeError(f"enable failed: {future.result().message if future.done() else 'no response'}")
+    deadline = time.monotonic() + 20.0
+    while True:  # retried while the state is late (a loaded machine)
+        future = harness.enable_client.call_async(SetBool.Request(data=True))
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if future.done() and future.result().success:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"enable failed: {future.result().message if future.done() else 'no response'}")
+        time.sleep(0.2)
 
 
 def run(
