@@ -50,6 +50,7 @@ setup(
             "policy_node = videovla_ros.policy_node:main",
             "arm_bridge_node = videovla_ros.arm_bridge_node:main",
             "sim_arm_node = videovla_ros.sim_arm_node:main",
+            "recorder_node = videovla_ros.recorder_node:main",
             # The launch file's nodes in one process, for machines without `ros2 launch`
             "bringup = videovla_ros.bringup:main",
             # Model tools
@@ -57,8 +58,12 @@ setup(
             "videovla-train = videovla_model.train:main",
             "videovla-train-vae = videovla_model.train_vae:main",
             "videovla-eval-offline = videovla_model.evaluate_offline:main",
+            "videovla-merge-lora = videovla_model.lora:main",
             # Simulation tools
             "videovla-collect = videovla_sim.collect:main",
+            # Recording your own demonstrations
+            "videovla-recover = videovla_model.recording:main",
+            "videovla-sim-teleop = videovla_ros.sim_teleop:main",
             # Datasets in and out: LeRobot v3, rosbag2 (MCAP / sqlite3)
             "videovla-import = videovla_model.importers.cli:import_main",
             "videovla-export = videovla_model.importers.cli:export_main",

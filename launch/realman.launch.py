@@ -2,6 +2,7 @@
 
     ros2 launch videovla_ros realman.launch.py checkpoint:=/path/to/checkpoint
     ros2 launch videovla_ros realman.launch.py sim:=true rviz:=true checkpoint:=/path/to/checkpoint
+    ros2 launch videovla_ros realman.launch.py record:=true dataset:=$HOME/videovla_data/mine autostart:=false
 
 Arguments (an empty value keeps the value from the params file):
     namespace        namespace of all nodes (topics are relative)
@@ -16,6 +17,8 @@ Arguments (an empty value keeps the value from the params file):
                      clamped to its workspace from config/sim.yaml)
     rviz             true: start RViz with config/videovla.rviz
     autostart        true: configure and activate the lifecycle policy node on start
+    record           true: also start the recorder (demonstrations into `dataset`; see the README)
+    dataset          the recorder's episode dataset folder (empty: from the params file)
 `bringup` starts the same nodes with the same YAML in one process. Only launch / launch_ros APIs present in
 Humble, Jazzy and Kilted are used.
 """
@@ -44,12 +47,15 @@ ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("camera_topic", "", "camera topic of the policy (empty: from the params file)"),
     ("checkpoint", "", "policy checkpoint directory (empty: from the params file)"),
     ("device", "", "torch device of the policy (empty: from the params file)"),
+    ("dtype", "", "policy dtype: auto | float32 | bfloat16 | float16 (empty: from the params file)"),
     ("backend", "", f"arm bridge backend, one of {', '.join(BACKENDS)} (empty: from the params file)"),
     ("execution_mode", "", "sync | async (empty: from the params file)"),
     ("dry_run", "false", "the bridge computes targets but commands nothing"),
     ("sim", "false", "start the simulated arm instead of expecting rm_driver"),
     ("rviz", "false", "start RViz with config/videovla.rviz"),
     ("autostart", "true", "configure and activate the policy node on start"),
+    ("record", "false", "also start the recorder node"),
+    ("dataset", "", "the recorder's episode dataset folder (empty: from the params file)"),
 )
 
 
@@ -80,7 +86,7 @@ def _nodes(context: LaunchContext) -> list[Any]:
     mode = _choice(context, "execution_mode", tuple(EXECUTION_MODES))
     backend = "pose_stream" if sim else _choice(context, "backend", BACKENDS)
 
-    policy_overrides = {key: text[key] for key in ("camera_topic", "checkpoint", "device") if text[key]}
+    policy_overrides = {key: text[key] for key in ("camera_topic", "checkpoint", "device", "dtype") if text[key]}
     if mode:
         policy_overrides["inference_trigger"] = EXECUTION_MODES[mode]
     bridge_overrides: dict[str, Any] = {"dry_run": _flag(context, "dry_run")}
@@ -118,6 +124,21 @@ def _nodes(context: LaunchContext) -> list[Any]:
                 namespace=namespace,
                 output="screen",
                 parameters=[params_file],
+            )
+        )
+    if _flag(context, "record"):
+        actions.append(
+            Node(
+                package=PACKAGE,
+                executable="recorder_node",
+                name="recorder",
+                namespace=namespace,
+                output="screen",
+                parameters=[
+                    params_file,
+                    *([_config_file("sim.yaml")] if sim else []),
+                    {"dataset": text["dataset"]} if text["dataset"] else {},
+                ],
             )
         )
     if _flag(context, "rviz"):

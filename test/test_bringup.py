@@ -181,6 +181,7 @@ def test_bridge_gets_its_overrides_and_sigint_stops_everything(checkpoint, tmp_p
 def test_every_yaml_key_is_a_declared_parameter_of_its_node(checkpoint):
     from videovla_ros.arm_bridge_node import ArmBridgeNode
     from videovla_ros.policy_node import PolicyNode
+    from videovla_ros.recorder_node import RecorderNode
     from videovla_ros.sim_arm_node import SimArmNode
 
     documents = [yaml.safe_load(path.read_text()) for path in (default_params_file(), sim_params_file())]
@@ -193,6 +194,7 @@ def test_every_yaml_key_is_a_declared_parameter_of_its_node(checkpoint):
                 context=context, parameter_overrides=[Parameter("backend", value="pose_stream")]
             ),
             "sim_arm": SimArmNode(context=context),
+            "recorder": RecorderNode(context=context, parameter_overrides=[Parameter("dataset", value="unused")]),
         }
         for key, section in (item for document in documents for item in document.items()):
             name = key.removeprefix("/**/")

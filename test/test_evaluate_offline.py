@@ -42,7 +42,7 @@ class RecordedPolicy:
             image_size=(48, 72),
         )
 
-    def infer(self, observation: Observation, *, decode_video: bool = False) -> PolicyOutput:
+    def infer(self, observation: Observation, *, imagine: bool = False) -> PolicyOutput:
         return PolicyOutput(actions=self.chunks[observation.image.tobytes()], timings={"total": 0.25})
 
 

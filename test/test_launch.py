@@ -53,7 +53,7 @@ def _launched_nodes() -> list[dict[str, Any]]:
 def test_every_executable_the_launch_file_names_is_a_console_script():
     scripts = _console_scripts()
     nodes = [n for n in _launched_nodes() if n.get("package") == PACKAGE]
-    assert {n["executable"] for n in nodes} == {"policy_node", "arm_bridge_node", "sim_arm_node"}
+    assert {n["executable"] for n in nodes} == {"policy_node", "arm_bridge_node", "sim_arm_node", "recorder_node"}
     for node in nodes:
         assert node["executable"] in scripts, f"{node['executable']} is not in setup.py's console_scripts"
         module, function = scripts[node["executable"]].split(":")
@@ -106,8 +106,8 @@ def test_launch_description_lists_the_expected_nodes():
     default = nodes_for(checkpoint="/ckpt")
     assert set(default) == {"policy_node", "arm_bridge_node"}
     assert isinstance(default["policy_node"], LifecycleNode)
-    everything = nodes_for(sim="true", rviz="true", execution_mode="async")
-    assert set(everything) == {"policy_node", "arm_bridge_node", "sim_arm_node", "rviz2"}
+    everything = nodes_for(sim="true", rviz="true", execution_mode="async", record="true")
+    assert set(everything) == {"policy_node", "arm_bridge_node", "sim_arm_node", "recorder_node", "rviz2"}
     with pytest.raises(ValueError, match="launch argument sim must be 'true' or 'false'"):
         nodes_for(sim="maybe")
 

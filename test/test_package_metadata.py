@@ -28,6 +28,7 @@ PYTHON_LIBRARIES = {
     "diffusers": None,
     "transformers": None,
     "accelerate": None,
+    "peft": None,
     "mujoco": None,
     "rosbags": None,
     "pyarrow": None,
@@ -37,6 +38,9 @@ PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow"}
 
 # Imported lazily by optional back-ends, only on machines that have them; never a hard dependency.
 OPTIONAL_ROS_PACKAGES = {"moveit", "rm_ros_interfaces", "launch", "launch_ros"}
+# Imported only for an option that needs a CUDA GPU (videovla-train --optimizer adamw-8bit), which refuses with the
+# pip command when the library is missing.
+OPTIONAL_PYTHON_LIBRARIES = {"bitsandbytes"}
 # Used by launch files or at run time by name rather than by import.
 RUNTIME_ONLY_DEPENDENCIES = {"launch", "launch_ros", "rviz2", "videovla_msgs", "lifecycle_msgs"}
 
@@ -90,6 +94,8 @@ def test_every_import_is_declared():
         _imported_top_level_modules(["videovla_ros", "videovla_model", "videovla_sim"]).items()
     ):
         if module in sys.stdlib_module_names or module in OWN_PACKAGES or module in OPTIONAL_ROS_PACKAGES:
+            continue
+        if module in OPTIONAL_PYTHON_LIBRARIES:
             continue
         if module in PYTHON_LIBRARIES:
             rosdep_key = PYTHON_LIBRARIES[module]

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from videovla_model.configuration import VideoVLAConfig
-from videovla_model.contract import Observation, Policy, validate_output
+from videovla_model.contract import Observation, Policy, PolicyOutput, validate_output
 from videovla_model.modeling import VideoVLAModel
 from videovla_model.normalization import ActionNormalizer
-from videovla_model.policy import VideoVLAPolicy, load_policy
+from videovla_model.policy import VideoVLAPolicy, choose_dtype, load_policy
 
 TINY = VideoVLAConfig.preset("tiny")
 
@@ -54,18 +54,55 @@ def test_infer_returns_a_thresholded_float32_chunk(policy):
     assert out.actions.shape == (6, 7) and out.actions.dtype == np.float32
     assert np.all(np.isfinite(out.actions))
     assert set(np.unique(out.actions[:, 6])) <= {0.0, 1.0}
-    assert out.imagined_frames is None
+    assert out.imagination is None and policy.decode_imagination(out) is None
     keys = {"text_encoding", "observation_encoding", "denoising", "denoising_step_mean", "action_readout", "total"}
     assert keys <= set(out.timings)
     assert out.timings["total"] >= out.timings["denoising"] > 0
 
 
-def test_infer_decodes_imagined_frames_when_asked(policy):
-    out = policy.infer(Observation(camera_image(48, 48), "open the drawer"), decode_video=True)
-    frames = out.imagined_frames
+def test_imagination_is_decoded_in_a_second_call_after_the_chunk(policy, monkeypatch):
+    decoded: list[int] = []
+    decode = policy.model.decode_latents
+    monkeypatch.setattr(policy.model, "decode_latents", lambda latents: decoded.append(1) or decode(latents))
+    out = policy.infer(Observation(camera_image(48, 48), "open the drawer"), imagine=True)
+    assert not decoded and out.imagination is not None  # the chunk came back with nothing decoded
+    validate_output(out, policy.metadata)
+    frames = policy.decode_imagination(out)
+    assert decoded == [1]
     assert frames is not None and frames.dtype == np.uint8
     assert frames.ndim == 4 and frames.shape[1:] == (64, 64, 3) and frames.shape[0] >= TINY.sample_num_frames
-    assert out.timings["video_decoding"] > 0
+
+
+def test_a_foreign_imagination_handle_is_refused(policy):
+    out = PolicyOutput(actions=np.zeros((6, 7), np.float32), imagination="latents of another policy")
+    with pytest.raises(ValueError, match="was not made by a VideoVLAPolicy, got str"):
+        policy.decode_imagination(out)
+
+
+@pytest.mark.parametrize(
+    ("requested", "device_type", "bf16", "expected"),
+    [
+        ("auto", "cuda", True, "bfloat16"),
+        ("auto", "cuda", False, "float32"),
+        ("auto", "cpu", False, "float32"),
+        ("float16", "cuda", False, "float16"),
+        ("bfloat16", "cpu", False, "bfloat16"),
+    ],
+)
+def test_dtype_auto_is_bf16_on_cuda_with_support_and_float32_elsewhere(requested, device_type, bf16, expected):
+    assert choose_dtype(requested, device_type, bf16) == expected
+
+
+def test_bf16_on_a_gpu_without_it_and_unknown_dtypes_are_refused_in_one_line():
+    with pytest.raises(ValueError, match="needs a GPU with bfloat16 support") as raised:
+        choose_dtype("bfloat16", "cuda", bf16_supported=False)
+    assert "\n" not in str(raised.value)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        choose_dtype("fp8", "cpu", bf16_supported=False)
+
+
+def test_load_policy_defaults_to_float32_on_cpu(policy):
+    assert policy.model.dtype == torch.float32
 
 
 def test_same_seed_reproduces_the_answers(checkpoint):
@@ -107,3 +144,15 @@ def test_bad_sampling_options_are_rejected(checkpoint):
 def test_importing_the_policy_module_does_not_import_torch():
     code = "import sys, videovla_model.policy; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_load_policy_on_cuda_runs_bf16_by_default_where_the_gpu_has_it(checkpoint):
+    on_gpu = load_policy(checkpoint, device="cuda", num_inference_steps=2, seed=0)
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float32
+    assert on_gpu.model.dtype == expected
+    out = on_gpu.infer(Observation(camera_image(), "pick up the red cube"), imagine=True)
+    validate_output(out, on_gpu.metadata)
+    frames = on_gpu.decode_imagination(out)
+    assert frames is not None and frames.dtype == np.uint8

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -168,23 +168,31 @@ def running_policy(checkpoint: Path, activate: bool = True, **parameters: Any) -
 
 
 class RecordingPolicy:
-    """Wraps the real policy to record the decode flag of each call and to inject one failure on request."""
+    """Wraps the real policy to record the imagine flag of each call, what `on_decode` reports when a decode
+    starts, and to inject one failure on request."""
 
-    def __init__(self, policy: Any) -> None:
+    def __init__(self, policy: Any, on_decode: Callable[[], Any] | None = None) -> None:
         self.policy = policy
         self.decode_flags: list[bool] = []
+        self.at_decode_start: list[Any] = []
+        self.on_decode = on_decode
         self.fail_next: Exception | None = None
 
     @property
     def metadata(self) -> Any:
         return self.policy.metadata
 
-    def infer(self, observation: Any, *, decode_video: bool = False) -> Any:
-        self.decode_flags.append(decode_video)
+    def infer(self, observation: Any, *, imagine: bool = False) -> Any:
+        self.decode_flags.append(imagine)
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
-        return self.policy.infer(observation, decode_video=decode_video)
+        return self.policy.infer(observation, imagine=imagine)
+
+    def decode_imagination(self, output: Any) -> Any:
+        if self.on_decode is not None:
+            self.at_decode_start.append(self.on_decode())
+        return self.policy.decode_imagination(output)
 
 
 # ---- chunks and imagination ------------------------------------------------------------------------------
@@ -226,6 +234,35 @@ def test_imagination_is_decoded_only_while_someone_watches(checkpoint):
         assert recorder.decode_flags == [False, True]
 
 
+def test_a_watched_imagination_is_decoded_only_after_its_chunk_is_published(checkpoint):
+    with running_policy(checkpoint, publish_imagination="auto") as h:
+        published = h.node.diagnostics
+        recorder = h.node.policy = RecordingPolicy(h.node.policy, lambda: published.counter("chunks_published"))
+        h.subscribe_imagination()
+        h.instruction.publish(String(data="open the drawer"))
+        h.connected(h.camera, "image_raw")
+        for count in (1, 2):
+            h.camera.publish(h.image())
+            assert wait_for(lambda count=count: len(h.chunks) == count and len(h.clips) == count)
+        # When decoding chunk k's imagination starts, k chunks have been published: chunk k went out first.
+        assert recorder.decode_flags == [True, True]
+        assert recorder.at_decode_start == [1, 2]
+
+
+def test_a_failed_imagination_decode_is_counted_and_costs_only_the_picture(checkpoint):
+    def fail() -> None:
+        raise RuntimeError("VAE out of memory")
+
+    with running_policy(checkpoint, publish_imagination="always") as h:
+        h.node.policy = RecordingPolicy(h.node.policy, fail)
+        h.subscribe_imagination()
+        h.instruction.publish(String(data="open the drawer"))
+        h.connected(h.camera, "image_raw")
+        h.camera.publish(h.image())
+        assert wait_for(lambda: h.chunks and h.node.diagnostics.counter("imagination_errors") == 1)
+        assert not h.clips and h.node.diagnostics.counter("inference_errors") == 0
+
+
 def test_never_mode_does_not_decode_even_when_watched(checkpoint):
     with running_policy(checkpoint, publish_imagination="never") as h:
         recorder = h.node.policy = RecordingPolicy(h.node.policy)
@@ -238,7 +275,9 @@ def test_never_mode_does_not_decode_even_when_watched(checkpoint):
 
 
 def test_imagination_every_decodes_only_every_nth_chunk(checkpoint):
-    with running_policy(checkpoint, publish_imagination="always", imagination_every=2) as h:
+    # The next image may arrive while the previous chunk's imagination is still decoding (after its chunk went
+    # out); a generous max_image_age keeps it from going stale on a loaded machine.
+    with running_policy(checkpoint, publish_imagination="always", imagination_every=2, max_image_age=30.0) as h:
         recorder = h.node.policy = RecordingPolicy(h.node.policy)
         h.subscribe_imagination()
         h.instruction.publish(String(data="open the drawer"))

@@ -99,6 +99,10 @@ def test_gripper_is_the_newest_value_at_the_next_frame_and_open_without_a_stream
     # Row t holds the gripper at frame t + 1 (0.1 s .. 0.9 s): open up to 0.3, closed from 0.4, half from 0.7.
     np.testing.assert_array_equal(result.actions[:, 6], [1, 1, 1, 0, 0, 0, 0.5, 0.5, 0.5])
     assert [r.name for r in result.reports] == ["camera", "pose", "gripper"]
+    late = resample(frames, poses, gripper_stamps[1:].astype(np.int64), np.array([0.0, 0.5]), rate_hz=10.0)
+    np.testing.assert_array_equal(late.actions[:, 6], [0, 0, 0, 0, 0, 0, 0.5, 0.5, 0.5])
+    assert late.tick_stamps_ns[0] == frames[0]  # a gripper that starts late does not move the ticks
+    assert any("'gripper' starts at t=0.450 s" in flag for flag in late.flags)
     without = resample(frames, poses, None, None, rate_hz=10.0)
     assert np.all(without.actions[:, 6] == 1.0)
     assert any("no 'gripper' stream" in flag for flag in without.flags)

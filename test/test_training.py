@@ -274,3 +274,64 @@ def test_training_config_validates_fields_and_round_trips(tmp_path):
             TrainingConfig(**{**config.to_dict(), "betas": config.betas, **changes})
     with pytest.raises(ValueError, match=r"unknown training config keys \['learning_rate'\]"):
         TrainingConfig.from_dict({**config.to_dict(), "learning_rate": 1.0})
+
+
+def test_memory_estimate_is_printed_and_a_run_over_the_limit_is_refused_before_loading(
+    dataset_dir, tmp_path, capsys, caplog
+):
+    caplog.set_level("INFO", logger="videovla.train")
+    assert train(dataset_dir, tmp_path / "fits", "--steps", "1", "--max-memory-gb", "64") == 0
+    assert "total on device" in caplog.text and "optimizer state" in caplog.text
+    with pytest.raises(SystemExit):
+        train(dataset_dir, tmp_path / "too_big", "--steps", "1", "--max-memory-gb", "0.01")
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "memory estimate" in error and "exceeds the 0.0 GB available on cpu (--max-memory-gb)" in error
+    assert not (tmp_path / "too_big").exists()
+
+
+def test_eight_bit_adamw_is_refused_on_cpu_and_fused_adamw_trains(dataset_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train(dataset_dir, tmp_path / "eight_bit", "--steps", "1", "--optimizer", "adamw-8bit")
+    assert "--optimizer adamw-8bit needs a CUDA device" in capsys.readouterr().err
+    assert train(dataset_dir, tmp_path / "fused", "--steps", "1", "--optimizer", "adamw-fused") == 0
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one process-wide state; a run with other precision settings needs it reset (both ways)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_autocast_with_gradient_checkpointing_trains(dataset_dir, tmp_path, fresh_accelerator_state):
+    output = tmp_path / "bf16"
+    assert train(dataset_dir, output, "--steps", "2", "--mixed-precision", "bf16", "--gradient-checkpointing") == 0
+    assert all(np.isfinite(row["loss"]) for row in read_metrics(output / "metrics.csv"))
+    assert VideoVLAModel.from_pretrained(output / "final").dtype == torch.float32  # master weights stay float32
+
+
+def test_gradient_checkpointing_defaults_on_for_the_5b_preset_only():
+    from videovla_model.training_setup import uses_gradient_checkpointing
+
+    big = TrainingConfig(dataset="d", output="o", preset="cogvideox-5b")
+    assert uses_gradient_checkpointing(big, VideoVLAConfig.preset("cogvideox-5b"))
+    assert not uses_gradient_checkpointing(TrainingConfig(dataset="d", output="o", preset="tiny"), TINY)
+    explicit = TrainingConfig(dataset="d", output="o", preset="cogvideox-5b", gradient_checkpointing=False)
+    assert not uses_gradient_checkpointing(explicit, VideoVLAConfig.preset("cogvideox-5b"))
+
+
+def test_full_weights_gathered_by_fsdp_become_a_plain_checkpoint(tmp_path):
+    from videovla_model.training_setup import with_transformer_weights
+
+    torch.manual_seed(0)
+    model = VideoVLAModel(TINY)
+    # What accelerator.get_state_dict returns for the prepared loss module under FSDP.
+    gathered = {f"transformer.{name}": tensor.clone() for name, tensor in model.transformer.state_dict().items()}
+    with_transformer_weights(model, gathered).save_pretrained(tmp_path / "gathered")
+    reloaded = transformer_weights(tmp_path / "gathered")
+    assert reloaded.keys() == model.transformer.state_dict().keys()
+    for name, tensor in model.transformer.state_dict().items():
+        torch.testing.assert_close(reloaded[name], tensor, rtol=0, atol=0)

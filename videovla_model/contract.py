@@ -81,25 +81,34 @@ class PolicyOutput:
     """One policy answer.
 
     actions: (chunk_rows, action_dims) float32 in robot units (un-normalised, gripper thresholded).
-    imagined_frames: (T, H, W, 3) uint8 RGB, or None when video decoding was not asked for.
-    timings: seconds per stage (e.g. "text_encoding", "observation_encoding", "denoising", "video_decoding",
-        "total"); every policy reports at least "total".
+    timings: seconds per stage (e.g. "text_encoding", "observation_encoding", "denoising", "total"); every
+        policy reports at least "total".
+    imagination: an opaque handle on the imagined future (for VideoVLA: its video latents), set when `infer` was
+        asked to `imagine`; only the policy that made it can turn it into frames (`Policy.decode_imagination`).
     """
 
     actions: np.ndarray
-    imagined_frames: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    imagination: object | None = None
 
 
 @runtime_checkable
 class Policy(Protocol):
-    """Anything that turns an observation into an action chunk."""
+    """Anything that turns an observation into an action chunk.
+
+    Control never waits for the imagined video: `infer` returns the chunk as soon as it exists, and decoding the
+    imagination (seconds for a large VAE) is a second call the caller makes after it has used the chunk.
+    """
 
     @property
     def metadata(self) -> PolicyMetadata: ...
 
-    def infer(self, observation: Observation, *, decode_video: bool = False) -> PolicyOutput:
-        """Predicts one action chunk; decodes the imagined video only when `decode_video` is set."""
+    def infer(self, observation: Observation, *, imagine: bool = False) -> PolicyOutput:
+        """Predicts one action chunk; with `imagine`, the output also carries a handle on the imagined video."""
+        ...
+
+    def decode_imagination(self, output: PolicyOutput) -> np.ndarray | None:
+        """(T, H, W, 3) uint8 RGB frames of `output.imagination`; None when the output has none."""
         ...
 
 
@@ -152,6 +161,9 @@ def validate_output(output: PolicyOutput, metadata: PolicyMetadata) -> None:
         raise ValueError(f"policy actions must have shape {expected}, got {output.actions.shape}")
     if not np.all(np.isfinite(output.actions)):
         raise ValueError("policy actions contain NaN or infinite values")
-    frames = output.imagined_frames
-    if frames is not None and (frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3):
-        raise ValueError(f"imagined_frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+
+
+def validate_frames(frames: np.ndarray) -> None:
+    """Raises ValueError unless decoded imagination `frames` are (T, H, W, 3) uint8."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+        raise ValueError(f"imagined frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")

@@ -2,12 +2,17 @@
 
 Importing this module does not import torch; `load_policy` / `VideoVLAPolicy.from_pretrained` do, when a
 checkpoint is actually loaded. ROS nodes therefore import it freely and stay torch-free until they hold a model.
+
+dtype "auto" (the default) runs bfloat16 on a CUDA device that supports it and float32 elsewhere; bfloat16 asked
+for on a GPU without it is refused in one line before the checkpoint is read. A LoRA adapter folder
+(`videovla-train --lora-rank`) loads as its base with the adapter merged.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +26,41 @@ if TYPE_CHECKING:
 
     from videovla_model.modeling import VideoVLAModel
     from videovla_model.rtc import ActionPrefix
+
+POLICY_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def choose_dtype(requested: str, device_type: str, bf16_supported: bool) -> str:
+    """The dtype a policy runs in: `requested`, or for "auto" bfloat16 on CUDA with bf16 support, else float32.
+
+    Raises ValueError (one line) for an unknown dtype or bfloat16 on a GPU without bf16 support.
+    """
+    if requested not in POLICY_DTYPES:
+        raise ValueError(f"dtype must be one of {list(POLICY_DTYPES)}, got {requested!r}")
+    if requested == "auto":
+        return "bfloat16" if device_type == "cuda" and bf16_supported else "float32"
+    if requested == "bfloat16" and device_type == "cuda" and not bf16_supported:
+        raise ValueError(
+            "dtype bfloat16 needs a GPU with bfloat16 support (compute capability 8.0+, e.g. A100, L4, H100); this "
+            "GPU has none: use dtype float16 or float32"
+        )
+    return requested
+
+
+def device_dtype(requested: str, device: str) -> str:
+    """`choose_dtype` for a torch device name, asking CUDA whether it runs bfloat16 natively."""
+    import torch
+
+    device_type = torch.device(device).type
+    supported = device_type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    return choose_dtype(requested, device_type, supported)
+
+
+@dataclass(frozen=True)
+class _Imagination:
+    """The handle `infer(imagine=True)` returns: the sampled video latents, (1, F, C, h, w) on the model's device."""
+
+    video_latents: torch.Tensor
 
 
 class VideoVLAPolicy:
@@ -67,25 +107,31 @@ class VideoVLAPolicy:
         cls,
         path: str | Path,
         device: str = "cpu",
-        dtype: str = "float32",
+        dtype: str = "auto",
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         seed: int | None = None,
     ) -> VideoVLAPolicy:
-        """Loads a checkpoint directory written by `VideoVLAModel.save_pretrained`."""
+        """Loads a checkpoint directory written by `VideoVLAModel.save_pretrained`, or a LoRA adapter folder."""
+        from videovla_model.lora import is_adapter, load_merged_model
         from videovla_model.modeling import VideoVLAModel
 
-        model = VideoVLAModel.from_pretrained(path, device=device, dtype=dtype)
+        resolved = device_dtype(dtype, device)
+        if is_adapter(path):
+            model = load_merged_model(path, device=device, dtype=resolved)
+        else:
+            model = VideoVLAModel.from_pretrained(path, device=device, dtype=resolved)
         return cls(model, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed)
 
     @property
     def metadata(self) -> PolicyMetadata:
         return self._metadata
 
-    def infer(self, observation: Observation, *, decode_video: bool = False) -> PolicyOutput:
+    def infer(self, observation: Observation, *, imagine: bool = False) -> PolicyOutput:
         """Observation -> (chunk_rows, dims) float32 actions in robot units (gripper exactly 0 or 1).
 
-        imagined_frames: (T, H, W, 3) uint8 when `decode_video`. Raises ValueError on an unusable observation.
+        With `imagine`, the output carries the imagined video's latents for `decode_imagination`; nothing is
+        decoded here, so the chunk is ready as soon as denoising ends. Raises ValueError on an unusable observation.
         """
         import torch
 
@@ -102,22 +148,33 @@ class VideoVLAPolicy:
                 num_inference_steps=self.num_inference_steps,
                 guidance_scale=self.guidance_scale,
                 generator=self._generator,
-                decode_video=decode_video,
+                decode_video=False,
                 action_prefix=self._action_prefix(observation),
             )
         readout_start = time.perf_counter()
         normalized = sample.actions[0].cpu().numpy()
         actions = self.model.normalizer.unnormalize(normalized, threshold_gripper=True)
-        frames = None
-        if sample.video is not None:
-            frames = from_model_range(sample.video[0].float().permute(1, 2, 3, 0).cpu().numpy())
         timings = dict(sample.timings)
+        timings.pop("video_decoding", None)
         timings["observation_encoding"] += prepared
         timings["action_readout"] += time.perf_counter() - readout_start
         timings["total"] = time.perf_counter() - start
         return PolicyOutput(
-            actions=np.ascontiguousarray(actions, dtype=np.float32), imagined_frames=frames, timings=timings
+            actions=np.ascontiguousarray(actions, dtype=np.float32),
+            timings=timings,
+            imagination=_Imagination(sample.video_latents) if imagine else None,
         )
+
+    def decode_imagination(self, output: PolicyOutput) -> np.ndarray | None:
+        """(T, H, W, 3) uint8 frames of the video `infer(imagine=True)` imagined; None when it imagined none."""
+        handle = output.imagination
+        if handle is None:
+            return None
+        if not isinstance(handle, _Imagination):
+            raise ValueError(f"output.imagination was not made by a VideoVLAPolicy, got {type(handle).__name__}")
+        with self._lock:
+            video = self.model.decode_latents(handle.video_latents)
+        return from_model_range(video[0].float().permute(1, 2, 3, 0).cpu().numpy())
 
     def _action_prefix(self, observation: Observation) -> ActionPrefix | None:
         """The observation's prefix (robot units) normalised for the sampler, with the soft-mask weights."""

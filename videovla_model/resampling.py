@@ -3,7 +3,7 @@
 One rule, used by the recorder node and by the bag importer, so that a live recording and an imported one
 of the same motion give the same episode:
 
-- ticks at `rate_hz` from the first camera frame at which a pose (and the gripper, when given) is known;
+- ticks at `rate_hz` from the first camera frame at which a pose is known;
 - at each tick the newest camera frame whose capture stamp is <= the tick (arrival order never matters);
 - the arm pose linearly interpolated (slerp for the rotation) at that frame's capture stamp;
 - consecutive ticks' poses give the action rows through `videovla_model.action_convention`, the gripper
@@ -197,6 +197,43 @@ def _ticks(frame_stamps: np.ndarray, first: int, last: int, rate_hz: float) -> t
     return ticks, np.searchsorted(frame_stamps, ticks, side="right") - 1
 
 
+def _gripper_at(
+    stamps: np.ndarray, values: np.ndarray, at_ns: np.ndarray, name: str, origin_ns: int, flags: list[str]
+) -> np.ndarray:
+    """The newest gripper value at or before each stamp; before the first sample, the first value (flagged)."""
+    newest = np.searchsorted(stamps, at_ns, side="right") - 1
+    if newest[0] < 0:  # a command topic that first publishes mid-episode
+        flags.append(
+            f"stream {name!r} starts at {_when(int(stamps[0]), origin_ns)}: its first value {float(values[0])} "
+            "is used before"
+        )
+    return values[np.maximum(newest, 0)]
+
+
+def _stall_and_jump_flags(
+    ticks: np.ndarray,
+    indices: np.ndarray,
+    captured: np.ndarray,
+    positions: np.ndarray,
+    limits: ResampleLimits,
+    names: StreamNames,
+    origin_ns: int,
+) -> list[str]:
+    """Repeated frames (the camera missed a tick) and per-step pose changes above max_pose_jump_m."""
+    flags = [
+        f"stream {names.frames!r} stalled: the tick at {_when(int(ticks[k]), origin_ns)} repeats the frame "
+        f"captured at {_when(int(captured[k]), origin_ns)}"
+        for k in np.flatnonzero(indices[1:] == indices[:-1]) + 1
+    ]
+    jumps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
+    flags += [
+        f"stream {names.poses!r} jumped {jumps[k]:.3f} m (more than {limits.max_pose_jump_m} m) between "
+        f"{_when(int(captured[k]), origin_ns)} and {_when(int(captured[k + 1]), origin_ns)}"
+        for k in np.flatnonzero(jumps > limits.max_pose_jump_m)
+    ]
+    return flags
+
+
 def resample(
     frame_stamps_ns: np.ndarray,
     poses: PoseSeries,
@@ -228,10 +265,9 @@ def resample(
         gripper_stamps = _check_stamps(names.gripper, gripper_stamps_ns, origin_ns, limits.max_gripper_gap_s)
         gripper = _check_gripper(names.gripper, gripper_values, gripper_stamps.shape[0])  # type: ignore[arg-type]
         reports.append(_report(names.gripper, gripper_stamps))
-        known_from = max(known_from, int(gripper_stamps[0]))
     else:
         flags.append(f"no {names.gripper!r} stream: the gripper column is {GRIPPER_OPEN} (open) throughout")
-    # 2. The frames whose capture stamp lies where the pose (and gripper) are known.
+    # 2. The frames whose capture stamp lies where the pose is known.
     usable = np.flatnonzero((frames >= known_from) & (frames <= pose_stamps[-1]))
     if usable.size < 2:
         raise ResampleError(
@@ -252,20 +288,10 @@ def resample(
     if gripper_stamps_ns is None:
         grip = np.full(len(deltas), GRIPPER_OPEN)
     else:
-        grip = gripper[np.searchsorted(gripper_stamps, captured[1:], side="right") - 1]
+        grip = _gripper_at(gripper_stamps, gripper, captured[1:], names.gripper, origin_ns, flags)
     actions = np.concatenate((deltas, grip[:, None].astype(np.float32)), axis=1)
     # 4. Flags: what the user should look at, although the episode is valid.
-    for k in np.flatnonzero(indices[1:] == indices[:-1]) + 1:
-        flags.append(
-            f"stream {names.frames!r} stalled: the tick at {_when(int(ticks[k]), origin_ns)} repeats the frame "
-            f"captured at {_when(int(captured[k]), origin_ns)}"
-        )
-    jumps = np.linalg.norm(np.diff(sampled_positions, axis=0), axis=1)
-    for k in np.flatnonzero(jumps > limits.max_pose_jump_m):
-        flags.append(
-            f"stream {names.poses!r} jumped {jumps[k]:.3f} m (more than {limits.max_pose_jump_m} m) between "
-            f"{_when(int(captured[k]), origin_ns)} and {_when(int(captured[k + 1]), origin_ns)}"
-        )
+    flags += _stall_and_jump_flags(ticks, indices, captured, sampled_positions, limits, names, origin_ns)
     return Resampled(
         frame_indices=indices[:-1].astype(np.int64),
         tick_stamps_ns=ticks[:-1],
@@ -274,3 +300,62 @@ def resample(
         flags=_bounded(flags),
         poses=PoseSeries(captured, sampled_positions, sampled_quaternions),
     )
+
+
+class TickSelector:
+    """The frame rule applied live: offer frames in arrival order, keep only those some tick will use.
+
+    A tick's frame is final once a frame captured after the tick arrives (or at `flush`). Resampling the kept
+    frames with `resample` selects the same frames at the same ticks as resampling every frame would, so a
+    recorder stores one frame per tick instead of the camera's full rate. Ticks start at the first frame.
+    """
+
+    def __init__(self, rate_hz: float) -> None:
+        if not (np.isfinite(rate_hz) and rate_hz > 0):
+            raise ValueError(f"rate_hz must be a finite number > 0, got {rate_hz!r}")
+        self._period_ns = NANOSECONDS_PER_SECOND / rate_hz
+        self._start_ns: int | None = None
+        self._tick = 0
+        self._candidate: tuple[int, object] | None = None
+        self._emitted = False
+        """Whether the candidate was already handed out by flush (a stop that did not end the recording)."""
+        self.repeated_ticks = 0
+        """Ticks that had no new frame and reuse the previous tick's (a slow or stalled camera)."""
+        self.out_of_order = 0
+        """Frames captured before an already chosen one (never the newest at any later tick)."""
+
+    @property
+    def origin_ns(self) -> int | None:
+        """Stamp of tick 0 (the first frame offered), None before any frame."""
+        return self._start_ns
+
+    def _tick_ns(self, tick: int) -> int:
+        assert self._start_ns is not None
+        return self._start_ns + round(tick * self._period_ns)
+
+    def offer(self, stamp_ns: int, frame: object) -> list[tuple[int, object]]:
+        """Returns the (stamp, frame) pairs that became final, in capture order (at most one)."""
+        if self._candidate is None:
+            self._start_ns, self._candidate, self._emitted = stamp_ns, (stamp_ns, frame), False
+            return []
+        if stamp_ns <= self._candidate[0]:
+            self.out_of_order += 1
+            return []
+        if stamp_ns <= self._tick_ns(self._tick):
+            self._candidate, self._emitted = (stamp_ns, frame), False
+            return []
+        final = [] if self._emitted else [self._candidate]
+        covered = 0
+        while self._tick_ns(self._tick) < stamp_ns:
+            self._tick += 1
+            covered += 1
+        self.repeated_ticks += covered - 1
+        self._candidate, self._emitted = (stamp_ns, frame), False
+        return final
+
+    def flush(self) -> list[tuple[int, object]]:
+        """The frame chosen so far for the pending tick (at the end of a recording; offering may go on after)."""
+        if self._candidate is None or self._emitted:
+            return []
+        self._emitted = True
+        return [self._candidate]

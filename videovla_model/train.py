@@ -1,8 +1,10 @@
 """`videovla-train`: fine-tune VideoVLA on an episode dataset, on CPU, one GPU or many (`accelerate launch`).
 
     videovla-train --dataset data/ --output runs/sim --preset small --steps 2000 --batch-size 8
+    videovla-train --dataset data/ --output runs/rm65-lora --init-cogvideox CogVideoX-5b-I2V --preset cogvideox-5b \\
+        --mixed-precision bf16 --lora-rank 64 --latent-cache cache/ --batch-size 1
     accelerate launch --num_processes 8 -m videovla_model.train --dataset data/ --output runs/rm65 \\
-        --init-cogvideox CogVideoX-5b-I2V --preset cogvideox-5b --mixed-precision bf16 --gradient-checkpointing
+        --init-cogvideox CogVideoX-5b-I2V --preset cogvideox-5b --mixed-precision bf16 --optimizer adamw-8bit
 
 Output folder::
 
@@ -13,6 +15,9 @@ Output folder::
                                + accelerate state: optimizer.bin, scheduler.bin, random_states_<rank>.pkl
                                + training_state.json (step, processes; written last: marks the checkpoint complete)
     final/                     the model after the last step (what `load_policy` opens)
+    instruction_cache/         T5 embeddings of the dataset's instructions (--instruction-cache moves it)
+    (LoRA runs: checkpoint-<step>/ and final/ hold an adapter folder instead of the model, see videovla_model.lora;
+    load_policy opens it merged, videovla-merge-lora writes a plain checkpoint)
 
 Checkpoints and pickle: model weights are safetensors. accelerate 1.x writes optimizer, scheduler and RNG
 states with `torch.save` and reads them back through `accelerate.utils.load`, which passes `weights_only=True`
@@ -23,18 +28,22 @@ Exact resume: a step's batch (`data.StepBatchSampler`) and its noise (`step_gene
 (seed, step, rank) only, and the optimizer and schedule state are restored, so on CPU a run stopped at step k
 and resumed to step n ends with the same weights, bit for bit, as a run straight to n.
 
-Distributed: the model is wrapped by `accelerator.prepare` (DDP); each process reads its own slice of every
-global batch (batch_size per process), so the dataloader is not prepared. The scheduler steps once per optimizer
-step regardless of the process count. Every checkpoint first checks that all processes hold identical weights.
-Several CPU processes (gloo) start with `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m videovla_model.train`.
-Sharded training (FSDP, DeepSpeed) is refused with an error: checkpoints are written from full weights. Memory
-for CogVideoX-5B under DDP: float32 weights + gradients + AdamW moments of the 5.6B-parameter transformer take
-about 90 GB per GPU before activations (use --gradient-checkpointing and a GPU with more memory than that).
+Distributed: the transformer is wrapped by `accelerator.prepare` (DDP, or FSDP under `accelerate launch
+--use_fsdp`); each process reads its own slice of every global batch (batch_size per process), so the dataloader
+is not prepared. The scheduler steps once per optimizer step regardless of the process count. Every DDP checkpoint
+first checks that all processes hold identical weights; under FSDP the full weights are gathered for each
+checkpoint. Several CPU processes (gloo) start with `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m
+videovla_model.train` (accelerate offers FSDP on GPUs only).
+
+Memory (`videovla_model.memory`): the estimate is logged as a table before any weights load, and a run over the
+device's free memory (or --max-memory-gb) is refused. T5 never sits on the device: every instruction is encoded
+once into the instruction cache. Only the transformer goes to the device through accelerate; the frozen VAE is
+placed there by the run. CogVideoX-5B on one 80 GB GPU: --mixed-precision bf16 with gradient checkpointing (on by
+default at this size) and --optimizer adamw-8bit for a full fine-tune, or --lora-rank R.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -58,7 +67,7 @@ from tqdm.auto import tqdm
 
 from videovla_model.batch import TrainingBatch
 from videovla_model.condition_normalization import ConditionNormalizer
-from videovla_model.configuration import ADDABLE_CONDITIONING, PRESETS, VideoVLAConfig
+from videovla_model.configuration import VideoVLAConfig
 from videovla_model.data import (
     EpisodeWindowDataset,
     StepBatchSampler,
@@ -70,8 +79,22 @@ from videovla_model.data import (
 )
 from videovla_model.episodes import EpisodeDataset
 from videovla_model.latent_cache import LatentCache, cache_fingerprint, vae_weights_hash
+from videovla_model.lora import AdapterConfig, load_adapter_model, save_adapter
 from videovla_model.modeling import LossOutput, VideoVLAModel
+from videovla_model.optimization import build_optimizer, check_optimizer_runs_on
+from videovla_model.train_cli import build_parser, config_from_args
 from videovla_model.training_config import TRAINING_CONFIG_NAME, TrainingConfig
+from videovla_model.training_setup import (
+    INSTRUCTION_CACHE_DIR,
+    apply_lora,
+    check_memory,
+    install_instruction_table,
+    lora_settings,
+    planned_model_config,
+    resumed_is_adapter,
+    uses_gradient_checkpointing,
+    with_transformer_weights,
+)
 
 logger = logging.getLogger("videovla.train")
 
@@ -81,153 +104,19 @@ FINAL_DIR = "final"
 METRICS_NAME = "metrics.csv"
 METRICS_FIELDS = ("step", "loss", "video_loss", "action_loss", "lr", "samples_per_s")
 SUPPORTED_DISTRIBUTED = frozenset(
-    {DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.MULTI_NPU}
+    {
+        DistributedType.NO,
+        DistributedType.MULTI_CPU,
+        DistributedType.MULTI_GPU,
+        DistributedType.MULTI_NPU,
+        DistributedType.FSDP,
+    }
 )
 # Observations the conditioning statistics are fitted to, spread evenly over the dataset's windows.
 CONDITION_FIT_SAMPLES = 4096
 CONDITION_FIT_BATCH = 64
 INSTRUCTION_FIT_BATCH = 64
 _SCHEDULE_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
-
-
-# Command line ------------------------------------------------------------------------------------------------
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults only where there is one worth reading (not for unset options and flags)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
-    parser = argparse.ArgumentParser(
-        prog="videovla-train",
-        description="Fine-tune VideoVLA (joint video + action diffusion) on a videovla episode dataset. "
-        "Runs on CPU, one GPU, or many via `accelerate launch -m videovla_model.train ...`.",
-        formatter_class=_HelpFormatter,
-    )
-    data = parser.add_argument_group("data and output")
-    data.add_argument("--dataset", required=True, help="episode dataset folder (videovla_model.episodes format)")
-    data.add_argument("--output", required=True, help="run folder: checkpoints, metrics.csv, final/")
-    data.add_argument(
-        "--frame-stride",
-        type=int,
-        default=None,
-        help="recorded steps between training video frames (default: the model's video_frame_period x the "
-        "dataset's action rate); the saved model's video_frame_period follows it",
-    )
-    data.add_argument(
-        "--latent-cache",
-        default=None,
-        metavar="FOLDER",
-        help="encode every training clip with the frozen VAE once, into FOLDER, and train from those posteriors "
-        "(reused by later runs with the same data and VAE; rebuilt otherwise)",
-    )
-    data.add_argument("--num-workers", type=int, default=defaults["num_workers"], help="dataloader worker processes")
-
-    model = parser.add_argument_group("model (exactly one of --preset, --config, --init-from)")
-    source = model.add_mutually_exclusive_group(required=True)
-    source.add_argument("--preset", choices=sorted(PRESETS), help="a VideoVLAConfig preset")
-    source.add_argument("--config", dest="model_config", help="a VideoVLAConfig JSON file")
-    source.add_argument("--init-from", help="a VideoVLA checkpoint folder (weights and normalisation statistics)")
-    model.add_argument(
-        "--init-cogvideox",
-        help="a diffusers CogVideoX image-to-video folder to initialise the backbone, VAE and T5 from "
-        "(with --preset or --config)",
-    )
-    model.add_argument(
-        "--add-conditioning",
-        nargs="+",
-        default=[],
-        choices=ADDABLE_CONDITIONING,
-        metavar="LAYER",
-        help=f"with --init-from: grow the checkpoint by these conditioning layers ({', '.join(ADDABLE_CONDITIONING)}), "
-        "which start at zero",
-    )
-    model.add_argument("--no-video-loss", action="store_true", help="train on the action loss only (ablation)")
-    model.add_argument(
-        "--timestep-beta",
-        type=float,
-        help="sample training timesteps as T * Beta(value, 1): 1 is uniform, more trains more on noisy timesteps "
-        "(default: the model config's loss.timestep_beta)",
-    )
-    model.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
-
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--steps", type=int, default=defaults["steps"], help="optimizer steps in total")
-    optim.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="samples per process and step")
-    optim.add_argument("--lr", type=float, default=defaults["lr"], help="AdamW peak learning rate")
-    optim.add_argument("--weight-decay", type=float, default=defaults["weight_decay"], help="AdamW weight decay")
-    optim.add_argument(
-        "--betas", type=float, nargs=2, default=defaults["betas"], metavar=("B1", "B2"), help="AdamW betas"
-    )
-    optim.add_argument("--warmup-steps", type=int, default=defaults["warmup_steps"], help="linear warm-up steps")
-    optim.add_argument(
-        "--lr-schedule",
-        choices=("constant", "linear", "cosine"),
-        default=defaults["lr_schedule"],
-        help="learning rate after warm-up (linear and cosine decay to 0 at --steps)",
-    )
-    optim.add_argument("--grad-clip", type=float, default=defaults["grad_clip"], help="max gradient norm; 0 = off")
-    optim.add_argument(
-        "--mixed-precision",
-        choices=("no", "bf16", "fp16"),
-        default=defaults["mixed_precision"],
-        help="autocast precision (fp16 needs CUDA); weights and optimizer state stay float32",
-    )
-    optim.add_argument("--seed", type=int, default=defaults["seed"], help="seed of weights, data order and noise")
-
-    run = parser.add_argument_group("checkpoints and logging")
-    run.add_argument("--save-every", type=int, default=defaults["save_every"], help="steps between checkpoints")
-    run.add_argument(
-        "--keep-checkpoints", type=int, default=None, help="keep only the newest N checkpoints (default: all)"
-    )
-    run.add_argument("--log-every", type=int, default=defaults["log_every"], help="steps between metrics.csv rows")
-    run.add_argument(
-        "--resume",
-        nargs="?",
-        const="latest",
-        default=None,
-        metavar="CHECKPOINT",
-        help="continue from a checkpoint folder, or (no value) from the newest complete one in --output "
-        "(a fresh start when there is none)",
-    )
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> TrainingConfig:
-    return TrainingConfig(
-        dataset=args.dataset,
-        output=args.output,
-        preset=args.preset,
-        model_config=args.model_config,
-        init_from=args.init_from,
-        init_cogvideox=args.init_cogvideox,
-        add_conditioning=tuple(args.add_conditioning),
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        betas=tuple(args.betas),
-        warmup_steps=args.warmup_steps,
-        lr_schedule=args.lr_schedule,
-        grad_clip=args.grad_clip,
-        mixed_precision=args.mixed_precision,
-        gradient_checkpointing=args.gradient_checkpointing,
-        save_every=args.save_every,
-        keep_checkpoints=args.keep_checkpoints,
-        log_every=args.log_every,
-        seed=args.seed,
-        num_workers=args.num_workers,
-        video_loss=not args.no_video_loss,
-        timestep_beta=args.timestep_beta,
-        frame_stride=args.frame_stride,
-        latent_cache=args.latent_cache,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         run = TrainingRun(config, resume=args.resume)
-    except (ValueError, FileNotFoundError) as error:
-        # DatasetError, bad settings and missing folders: the message already names the field and the fix.
+    except (ValueError, FileNotFoundError, MemoryError) as error:
+        # DatasetError, bad settings, missing folders, a run that cannot fit: the message names the fix.
         parser.error(str(error))
     run.train()
     return 0
@@ -278,11 +167,17 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 
 
 class _LossModule(nn.Module):
-    """Routes `compute_loss` through `forward`, so DDP's gradient hooks and accelerate's autocast apply."""
+    """Routes `compute_loss` through `forward`, so DDP's gradient hooks and accelerate's autocast apply.
+
+    Only the transformer is a registered submodule: accelerate places, wraps and shards it alone, while the run
+    places the frozen VAE itself and T5 stays on the host (its embeddings come from the instruction cache).
+    """
 
     def __init__(self, model: VideoVLAModel) -> None:
         super().__init__()
-        self.model = model
+        self.transformer = model.transformer
+        # Set past nn.Module's registration, so `.to()`, DDP and FSDP never see the VAE or T5.
+        object.__setattr__(self, "model", model)
 
     def forward(self, batch: TrainingBatch, generator: torch.Generator) -> LossOutput:
         return self.model.compute_loss(batch, generator=generator)
@@ -320,6 +215,15 @@ class TrainingRun:
         self.resume_from, self.start_step = self._resume_point(resume)
         if self.start_step > config.steps:
             raise ValueError(f"steps={config.steps} is below the resumed checkpoint's step {self.start_step}")
+        # Refusals that need no weights come before loading any.
+        check_optimizer_runs_on(config.optimizer, self.accelerator.device)
+        if config.lora_rank is not None and self.accelerator.distributed_type == DistributedType.FSDP:
+            raise ValueError("--lora-rank trains data-parallel (its trained tensors are small): launch it without FSDP")
+        planned = planned_model_config(config, self.resume_from)
+        self.gradient_checkpointing = uses_gradient_checkpointing(config, planned)
+        shards = self.accelerator.num_processes if self.accelerator.distributed_type == DistributedType.FSDP else 1
+        check_memory(config, planned, self.accelerator.device, shards, log=self.accelerator.is_main_process)
+        self.resumed_adapter: AdapterConfig | None = None
 
         self.episodes = EpisodeDataset(config.dataset)
         action_rate = dataset_action_rate(self.episodes)
@@ -354,6 +258,7 @@ class TrainingRun:
         self.frame_stride = frame_stride
         if config.latent_cache is not None:
             self.dataset.use_latent_cache(self._latent_cache(Path(config.latent_cache)))
+        self._install_instruction_table()
         inherited_from = "the resumed checkpoint" if self.resume_from is not None else f"--init-from {config.init_from}"
         if self.model.config.normalize_condition:
             if not self.model.condition_normalizer.is_identity:
@@ -373,6 +278,22 @@ class TrainingRun:
                     len(instructions),
                     len(set(instructions)),
                 )
+        self.lora_base = apply_lora(self.model, config, self.resumed_adapter) if config.lora_rank is not None else None
+
+    def _install_instruction_table(self) -> None:
+        """T5 embeddings of every instruction, from the instruction cache (built first by the main process)."""
+        config, accelerator = self.config, self.accelerator
+        folder = Path(config.instruction_cache or self.output / INSTRUCTION_CACHE_DIR)
+        instructions = [episode.metadata.instruction for episode in self.episodes]
+        device = accelerator.device
+        if accelerator.is_main_process:
+            install_instruction_table(self.model, instructions, folder, device, build=True)
+        accelerator.wait_for_everyone()
+        if (
+            not accelerator.is_main_process
+            and install_instruction_table(self.model, instructions, folder, device, build=False) is None
+        ):
+            raise RuntimeError(f"instruction cache {folder} is missing or incomplete after it was built")
 
     def _instruction_embeddings(self, instructions: list[str]) -> torch.Tensor:
         """(N, max_length, d_model) raw T5 embeddings of `instructions`, each distinct one encoded once."""
@@ -479,6 +400,9 @@ class TrainingRun:
         # Fresh weights (action layers, or everything for a preset) must not depend on the process count.
         set_seed(config.seed)
         if self.resume_from is not None:
+            if resumed_is_adapter(self.resume_from):
+                model, self.resumed_adapter = load_adapter_model(self.resume_from)
+                return model
             return VideoVLAModel.from_pretrained(self.resume_from)
         if config.init_from is not None:
             model = VideoVLAModel.from_pretrained(config.init_from)
@@ -497,12 +421,14 @@ class TrainingRun:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         config = self.config
-        return torch.optim.AdamW(
+        return build_optimizer(
+            config.optimizer,
             self.model.trainable_parameters(),
             lr=config.lr,
             betas=config.betas,
             eps=config.adam_epsilon,
             weight_decay=config.weight_decay,
+            device=self.accelerator.device,
         )
 
     # Loop ------------------------------------------------------------------------------------------------------
@@ -514,9 +440,12 @@ class TrainingRun:
         if accelerator.is_main_process:
             self.output.mkdir(parents=True, exist_ok=True)
             config.save(self.output)
-        if config.gradient_checkpointing:
+        if self.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
         self.model.train()
+        self.model.vae.to(device)
+        # FSDP flattens and shards the parameters while preparing the model: the optimizer is built on what it leaves.
+        self._loss_module = loss_module = accelerator.prepare(_LossModule(self.model))
         optimizer = self._optimizer()
         scheduler = get_scheduler(
             _SCHEDULE_NAMES[config.lr_schedule],
@@ -524,7 +453,7 @@ class TrainingRun:
             num_warmup_steps=config.warmup_steps,
             num_training_steps=config.steps,
         )
-        loss_module, optimizer, scheduler = accelerator.prepare(_LossModule(self.model), optimizer, scheduler)
+        optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
         # Model weights go through save_pretrained (one format for checkpoints and releases) and come back through
         # from_pretrained at construction, so accelerate's own model files are skipped both ways.
         accelerator.register_save_state_pre_hook(self._save_model_hook)
@@ -595,10 +524,10 @@ class TrainingRun:
         progress.close()
 
         final = self.output / FINAL_DIR
+        if accelerator.is_main_process and final.exists():
+            shutil.rmtree(final)
+        self._save_model(final)
         if accelerator.is_main_process:
-            if final.exists():
-                shutil.rmtree(final)
-            self.model.save_pretrained(final)
             logger.info("saved the final model to %s", final)
         accelerator.wait_for_everyone()
         accelerator.end_training()
@@ -645,8 +574,8 @@ class TrainingRun:
         """Raises RuntimeError when data-parallel processes hold different weights (a checkpoint saved from rank 0
         would silently drop the others' work)."""
         accelerator = self.accelerator
-        if accelerator.num_processes == 1:
-            return
+        if accelerator.num_processes == 1 or accelerator.distributed_type == DistributedType.FSDP:
+            return  # FSDP holds one sharded copy: there is nothing to compare
         digest = torch.stack([p.detach().double().sum() for p in self.model.trainable_parameters()])
         digests = accelerator.gather(digest[None]).cpu()
         differing = [rank for rank in range(1, len(digests)) if not torch.equal(digests[rank], digests[0])]
@@ -655,9 +584,24 @@ class TrainingRun:
         if accelerator.is_main_process:
             logger.info("step %d: weights identical on all %d processes", step, accelerator.num_processes)
 
+    def _save_model(self, folder: str | Path) -> None:
+        """A plain checkpoint, or for LoRA runs an adapter folder (trained tensors + base reference), written by
+        the main process. Every process calls it: under FSDP gathering the full weights takes all of them."""
+        accelerator = self.accelerator
+        if accelerator.distributed_type == DistributedType.FSDP:
+            state = accelerator.get_state_dict(self._loss_module)
+            model = with_transformer_weights(self.model, state) if accelerator.is_main_process else self.model
+        else:
+            model = self.model
+        if not accelerator.is_main_process:
+            return
+        if self.lora_base is None:
+            model.save_pretrained(folder)
+        else:
+            save_adapter(model, folder, lora_settings(self.config), self.lora_base)
+
     def _save_model_hook(self, models: list[nn.Module], weights: list[dict[str, torch.Tensor]], folder: str) -> None:
-        if self.accelerator.is_main_process:
-            self.model.save_pretrained(folder)
+        self._save_model(folder)
         # Emptying `weights` stops accelerate from writing a second copy of the model.
         weights.clear()
 

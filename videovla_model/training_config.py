@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from videovla_model.configuration import ADDABLE_CONDITIONING
+from videovla_model.memory import OPTIMIZERS
 
 TRAINING_CONFIG_NAME = "training_config.json"
 
@@ -25,7 +26,19 @@ Schedule = Literal["constant", "linear", "cosine"]
 # Fields a resumed run may change: where it lives, logging, saving, speed or its length, not the updates
 # made so far. (A longer run under a decaying schedule does change the learning rates of later steps.)
 RESUMABLE_CHANGES = frozenset(
-    {"output", "steps", "save_every", "log_every", "num_workers", "keep_checkpoints", "latent_cache"}
+    {
+        "output",
+        "steps",
+        "save_every",
+        "log_every",
+        "num_workers",
+        "keep_checkpoints",
+        "latent_cache",
+        "instruction_cache",
+        "max_memory_gb",
+        # Recomputing activations changes memory and speed, not the updates.
+        "gradient_checkpointing",
+    }
 )
 
 
@@ -41,6 +54,11 @@ class TrainingConfig:
     `latent_cache` is a folder for the frozen VAE's posteriors of every training clip
     (`videovla_model.latent_cache`); None encodes clips at every step. `timestep_beta` replaces the model
     config's `loss.timestep_beta` for this run (None keeps it).
+    `gradient_checkpointing` None turns it on for transformers of a billion parameters or more (the 5B preset).
+    `lora_rank` None fine-tunes every transformer weight; a rank trains LoRA on the DiT attention plus the action
+    layers (`videovla_model.lora`) and needs pre-trained weights (`init_from` or `init_cogvideox`).
+    `instruction_cache` is the folder of the instructions' T5 embeddings (None: <output>/instruction_cache).
+    `max_memory_gb` caps the memory estimate (default on CUDA: the device's free memory; elsewhere unchecked).
     """
 
     dataset: str
@@ -60,7 +78,12 @@ class TrainingConfig:
     lr_schedule: Schedule = "constant"
     grad_clip: float = 1.0
     mixed_precision: MixedPrecision = "no"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = None
+    optimizer: str = "adamw"
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    max_memory_gb: float | None = None
+    instruction_cache: str | None = None
     save_every: int = 1000
     keep_checkpoints: int | None = None
     log_every: int = 10
@@ -119,6 +142,21 @@ class TrainingConfig:
             raise ValueError(f"lr_schedule must be 'constant', 'linear' or 'cosine', got {self.lr_schedule!r}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise ValueError(f"grad_clip must be a number >= 0 (0 disables clipping), got {self.grad_clip!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lora_rank is not None:
+            _positive_int("lora_rank", self.lora_rank)
+            if self.init_from is None and self.init_cogvideox is None:
+                raise ValueError(
+                    "lora_rank needs pre-trained weights to adapt: give init_from (a videovla checkpoint) or "
+                    "init_cogvideox (a diffusers CogVideoX folder)"
+                )
+        if self.lora_alpha is not None and (self.lora_rank is None or not self.lora_alpha > 0):
+            raise ValueError(f"lora_alpha must be a positive number and needs lora_rank, got {self.lora_alpha!r}")
+        if self.max_memory_gb is not None and not (math.isfinite(self.max_memory_gb) and self.max_memory_gb > 0):
+            raise ValueError(f"max_memory_gb must be a positive number of GB or None, got {self.max_memory_gb!r}")
+        if self.instruction_cache == "":
+            raise ValueError("instruction_cache must be a folder or None, got ''")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
 

@@ -3,6 +3,7 @@
     bringup --checkpoint /path/to/checkpoint --autostart             # policy + arm bridge (rm_driver backend)
     bringup --sim --autostart --checkpoint ...                        # + the simulated arm (pose_stream backend)
     python -m videovla_ros.bringup --no-bridge --checkpoint ...       # the policy node alone
+    bringup --sim --record --dataset data/mine                       # + the recorder (your demonstrations)
 
 Every node reads the same YAML (--params-file, default: the package's config/realman.yaml) keyed by node name,
 exactly as under the launch file, and with --sim the package's config/sim.yaml after it (the simulated arm's
@@ -68,6 +69,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--no-bridge", action="store_true", help="start no arm bridge")
     parser.add_argument("--dry-run", action="store_true", help="the bridge computes targets but commands nothing")
     parser.add_argument("--autostart", action="store_true", help="configure and activate the policy node")
+    parser.add_argument("--record", action="store_true", help="add the recorder node (demonstrations)")
+    parser.add_argument("--dataset", default=None, help="the recorder's dataset folder (default: from YAML)")
     options = parser.parse_args(list(argv))
     if options.params_file is None:
         options.params_file = default_params_file()
@@ -112,6 +115,11 @@ def create_nodes(options: argparse.Namespace) -> tuple[PolicyNode, list[Node]]:
         from videovla_ros.sim_arm_node import SimArmNode
 
         others.append(SimArmNode(namespace=options.namespace))
+    if options.record:
+        from videovla_ros.recorder_node import RecorderNode
+
+        dataset = [] if options.dataset is None else [Parameter("dataset", value=options.dataset)]
+        others.append(RecorderNode(namespace=options.namespace, parameter_overrides=dataset))
     return policy, others
 
 

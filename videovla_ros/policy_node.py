@@ -22,7 +22,7 @@ Publishers:
     imagination/clip (videovla_msgs/VideoClip, QoS IMAGINATION)
     /diagnostics (diagnostic_msgs/DiagnosticArray): counters chunks_published, chunks_discarded,
         dropped_frames_stale, dropped_frames_unparseable, rejected_instructions, rejected_goals, rejected_rtc_requests,
-        inference_errors;
+        inference_errors, imagination_errors;
         gauges inference_time_last/_mean, ros_overhead_last/_mean (image receipt to chunk publish minus
         inference), chunk_rate_hz, policy_load_time, instruction
 Action server:
@@ -45,7 +45,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor
@@ -59,7 +58,14 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from videovla_model.contract import Observation, Policy, PolicyMetadata, validate_output
+from videovla_model.contract import (
+    Observation,
+    Policy,
+    PolicyMetadata,
+    PolicyOutput,
+    validate_frames,
+    validate_output,
+)
 from videovla_model.policy import load_policy  # torch-free until a checkpoint is loaded
 from videovla_msgs.action import ExecuteInstruction
 from videovla_msgs.msg import ActionChunk, ChunkRequest, VideoClip
@@ -111,7 +117,10 @@ class PolicyNodeParameters:
 
     checkpoint: str = field(default="", metadata=_describe("checkpoint directory given to load_policy"))
     device: str = field(default="cpu", metadata=_describe('torch device, e.g. "cpu" or "cuda:0"'))
-    dtype: str = field(default="float32", metadata=_describe('"float32", "bfloat16" or "float16"'))
+    dtype: str = field(
+        default="auto",
+        metadata=_describe('"auto" (bfloat16 on a GPU that has it, else float32), "float32", "bfloat16", "float16"'),
+    )
     num_inference_steps: int = field(default=0, metadata=_describe("denoising steps; 0 = checkpoint default"))
     guidance_scale: float = field(default=-1.0, metadata=_describe("classifier-free guidance; < 0 = default"))
     seed: int = field(default=0, metadata=_describe("seed of the initial diffusion noise"))
@@ -522,7 +531,7 @@ class PolicyNode(LifecycleNode):
         )
         start = time.monotonic_ns()
         try:
-            output = policy.infer(observation, decode_video=decode)
+            output = policy.infer(observation, imagine=decode)
             validate_output(output, metadata)
         except Exception as error:  # a failing policy is reported and counted; the node keeps serving
             self.diagnostics.count("inference_errors")
@@ -562,23 +571,31 @@ class PolicyNode(LifecycleNode):
         self.overhead_stats.add((published - job.frame.receipt_monotonic_ns) / 1e9 - inference_time)
         self.diagnostics.set_status(DiagnosticStatus.OK, "publishing chunks")
         self._account_goal(inference_time, published)
-        if output.imagined_frames is not None:
-            self._publish_imagination(
-                output.imagined_frames, message.header.frame_id, job, sequence, metadata, params, outputs
-            )
+        # Decoded only now, after the chunk is out: the imagined video never delays control.
+        if output.imagination is not None:
+            self._publish_imagination(policy, output, message.header.frame_id, job, sequence, params, outputs)
 
     def _publish_imagination(
         self,
-        frames: np.ndarray,
+        policy: Policy,
+        output: PolicyOutput,
         camera_frame_id: str,
         job: InferenceJob,
         sequence: int,
-        metadata: PolicyMetadata,
         params: PolicyNodeParameters,
         outputs: _Outputs,
     ) -> None:
-        """frames: (T, H, W, 3) uint8 imagined video, published in the camera's frame."""
-        period = metadata.imagined_frame_period
+        """Decodes the imagined video of `output` ((T, H, W, 3) uint8) and publishes it in the camera's frame."""
+        try:
+            frames = policy.decode_imagination(output)
+            if frames is None:
+                return
+            validate_frames(frames)
+        except Exception as error:  # a failed decode costs the picture, never the chunk
+            self.diagnostics.count("imagination_errors")
+            self._log_repeated(self._error_log, f"imagination decoding failed: {error}", error=True)
+            return
+        period = policy.metadata.imagined_frame_period
         capture = job.frame.capture_time_ns
         outputs.strip.publish(strip_msg(frames, capture, camera_frame_id, params.imagination_max_width))
         outputs.clip.publish(video_clip_msg(frames, capture, camera_frame_id, job.instruction, sequence, period))
