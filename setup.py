@@ -1,4 +1,5 @@
-"""ament_python package `videovla_ros`: installs videovla_ros/, videovla_model/, videovla_sim/, launch/, config/."""
+"""ament_python package `videovla_ros`: installs videovla_ros/, videovla_model/, videovla_sim/, and launch/, config/,
+checkpoints/ (the default model) under share/videovla_ros."""
 
 from pathlib import Path
 
@@ -37,6 +38,7 @@ setup(
         (f"share/{PACKAGE_NAME}", ["package.xml"]),
         *share_files("launch"),
         *share_files("config"),
+        *share_files("checkpoints"),  # the default model of `sim:=true`
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -1,12 +1,12 @@
 """Arm bridge timing: stream rate and jitter over real DDS, and, per policy latency, arm idle time and the velocity
-and acceleration steps at chunk switches in sync, async and async + real-time chunking (RTC) execution.
+and acceleration steps at chunk switches in the sync, async and rtc (real-time chunking) execution modes.
 
 BENCHMARK HARNESS, not part of the system: it starts the real arm bridge node in its own process
 (`python -m videovla_ros.arm_bridge_node`, pose_stream backend) and plays everything around it in this process:
   - a simulated arm that moves to every streamed target at once and reports it on ee_pose (100 Hz);
   - a policy that answers after --policy-latencies seconds: in sync mode each chunk_request, stamped with the
     request; in async mode back to back, each chunk stamped when its inference started (its image's capture);
-    in async + RTC mode each rtc_chunk_request, with the prefix the policy node would compute
+    in rtc mode each rtc_chunk_request, with the prefix the policy node would compute
     (videovla_ros.realtime_chunking.prefix_for_capture). The policy (--policy) is either
       scripted: a policy that changes its mind every chunk (5 cm/s along +x, then -x, ...), the case RTC is for;
                 given a prefix it answers as a perfectly converged RTC sampler: row i = W_i prefix_i +
@@ -77,7 +77,6 @@ class Scenario:
     mode: str
     latency_compensation: float
     send_chunks: bool
-    rtc: bool = False
 
 
 class ScriptedPolicy:
@@ -186,7 +185,7 @@ class Harness(Node):
             self._spawn(time_to_ns(msg.stamp), None)
 
     def _on_rtc_request(self, msg: ChunkRequest) -> None:
-        if self.scenario.send_chunks and self.scenario.rtc:
+        if self.scenario.send_chunks and self.scenario.mode == "rtc":
             # The policy node takes the first frame captured at or after the request: here, now.
             capture_ns = self.get_clock().now().nanoseconds
             prefix = prefix_for_capture(from_msg(msg), capture_ns, self.chunking.rows, TIME_STEP, DIMS)
@@ -225,17 +224,16 @@ class Harness(Node):
 
 def start_bridge(scenario: Scenario, rate: float) -> subprocess.Popen[str]:
     parameters = {
-        "mode": scenario.mode,
+        "execution_mode": scenario.mode,
         "stream_rate_hz": rate,
         "latency_compensation": scenario.latency_compensation,
         "max_chunk_age": 3.0,
         "state_watchdog": 2.0,  # a loaded machine delays the simulated arm's state now and then
         "blend_duration": BLEND,
-        "rtc": scenario.rtc,
     }
     command = [sys.executable, "-m", "videovla_ros.arm_bridge_node", "--ros-args", "-r", f"__ns:={NAMESPACE}"]
     for name, value in parameters.items():
-        command += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
+        command += ["-p", f"{name}:={value}"]
     command += ["--log-level", "error"]
     return subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -266,7 +264,7 @@ def run(
     threading.Thread(target=executor.spin, daemon=True).start()
     try:
         call_enable(harness, bridge)
-        if scenario.send_chunks and scenario.mode == "async" and not scenario.rtc:
+        if scenario.send_chunks and scenario.mode == "async":
             threading.Thread(target=harness.run_async_policy, daemon=True).start()
         time.sleep(duration)
         harness.running = False
@@ -323,7 +321,7 @@ def scenarios(latency: float, chunking: Chunking) -> list[Scenario]:
     return [
         Scenario("sync", "sync", 0.0, send_chunks=True),
         Scenario(f"async{suffix}", "async", compensation, send_chunks=True),
-        Scenario(f"async + rtc{suffix}", "async", compensation, send_chunks=True, rtc=True),
+        Scenario(f"rtc{suffix}", "rtc", compensation, send_chunks=True),
     ]
 
 

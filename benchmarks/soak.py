@@ -47,6 +47,7 @@ from std_srvs.srv import SetBool
 from videovla_msgs.msg import ActionChunk
 from videovla_ros import qos
 from videovla_ros.bringup import default_params_file, sim_params_file
+from videovla_ros.execution_mode import EXECUTION_MODES
 
 NAMESPACE = "/soak"
 INSTRUCTION = "pick up the red cube"
@@ -130,7 +131,6 @@ def write_tiny_checkpoint(folder: Path) -> Path:
 def start_nodes(checkpoint: Path, camera_fps: float, mode: str, log: IO[bytes]) -> dict[str, subprocess.Popen[bytes]]:
     params = ["--params-file", str(default_params_file())]
     common = ["--ros-args", "-r", f"__ns:={NAMESPACE}", *params]
-    trigger = "request" if mode == "sync" else "continuous"
     commands = {
         "sim_arm": ["videovla_ros.sim_arm_node", *common, "-p", f"camera_fps:={camera_fps}"],
         "arm_bridge": [
@@ -141,7 +141,7 @@ def start_nodes(checkpoint: Path, camera_fps: float, mode: str, log: IO[bytes]) 
             "-p",
             "backend:=pose_stream",
             "-p",
-            f"mode:={mode}",
+            f"execution_mode:={mode}",
         ],
         "videovla_policy": [
             "videovla_ros.policy_node",
@@ -149,7 +149,7 @@ def start_nodes(checkpoint: Path, camera_fps: float, mode: str, log: IO[bytes]) 
             "-p",
             f"checkpoint:={checkpoint}",
             "-p",
-            f"inference_trigger:={trigger}",
+            f"execution_mode:={mode}",
         ],
     }
     return {
@@ -286,7 +286,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="soak duration")
     parser.add_argument("--window-minutes", type=float, default=5.0, help="report every this many minutes")
     parser.add_argument("--camera-fps", type=float, default=30.0, help="the simulated camera's frame rate")
-    parser.add_argument("--mode", choices=("sync", "async"), default="sync", help="execution mode")
+    parser.add_argument("--mode", choices=EXECUTION_MODES, default="sync", help="execution mode of both nodes")
     parser.add_argument("--node-log", type=Path, default=Path("soak_nodes.log"), help="the nodes' output goes here")
     options = parser.parse_args()
     if not (options.minutes > 0 and 0 < options.window_minutes <= options.minutes):

@@ -1,17 +1,20 @@
 """VideoVLA on a Realman arm (or the simulated arm): policy node, arm bridge, optional sim and RViz.
 
     ros2 launch videovla_ros realman.launch.py checkpoint:=/path/to/checkpoint
-    ros2 launch videovla_ros realman.launch.py sim:=true rviz:=true checkpoint:=/path/to/checkpoint
+    ros2 launch videovla_ros realman.launch.py sim:=true rviz:=true      # the shipped default model
     ros2 launch videovla_ros realman.launch.py record:=true dataset:=$HOME/videovla_data/mine autostart:=false
 
 Arguments (an empty value keeps the value from the params file):
     namespace        namespace of all nodes (topics are relative)
     params_file      parameter YAML keyed by node name (default: the package's config/realman.yaml)
     camera_topic     camera topic the policy reads
-    checkpoint       policy checkpoint directory
+    checkpoint       policy checkpoint directory (with sim and none set: checkpoints/videovla-sim-small)
     device           torch device of the policy, e.g. cuda:0
+    dtype            policy dtype: auto | float32 | bfloat16 | float16
     backend          arm bridge backend: realman | servo | moveit_py | pose_stream
-    execution_mode   sync (the policy infers once per bridge request) | async (back-to-back inference)
+    execution_mode   sync (the policy infers once per bridge request) | async (back-to-back inference) | rtc
+                     (async execution, one inference per bridge request carrying the committed motion); set on
+                     both the policy and the bridge
     dry_run          true: the bridge computes targets but commands nothing
     sim              true: start the simulated arm instead of expecting rm_driver (the bridge streams poses to it,
                      clamped to its workspace from config/sim.yaml)
@@ -19,8 +22,11 @@ Arguments (an empty value keeps the value from the params file):
     autostart        true: configure and activate the lifecycle policy node on start
     record           true: also start the recorder (demonstrations into `dataset`; see the README)
     dataset          the recorder's episode dataset folder (empty: from the params file)
-`bringup` starts the same nodes with the same YAML in one process. Only launch / launch_ros APIs present in
-Humble, Jazzy and Kilted are used.
+Which nodes get which overrides is decided in videovla_ros.launch_plan, shared with `bringup` (the same nodes
+with the same YAML in one process). Everything is checked before anything starts (rviz:=true needs rviz2), and
+the launch shuts down when the policy, the bridge or the simulated arm exits, so no node is left running alone;
+each node also ends with the launch process (node_runner). Only launch / launch_ros APIs present in Humble,
+Jazzy and Kilted are used.
 """
 
 from __future__ import annotations
@@ -29,27 +35,35 @@ from typing import Any
 
 import lifecycle_msgs.msg
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler, Shutdown
 from launch.events import matches_action
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
-from launch_ros.substitutions import FindPackageShare
 
-PACKAGE = "videovla_ros"
-BACKENDS = ("realman", "servo", "moveit_py", "pose_stream")
-EXECUTION_MODES = {"sync": "request", "async": "continuous"}  # -> the policy's inference_trigger
+from videovla_ros.launch_plan import (
+    BACKENDS,
+    PACKAGE,
+    Choices,
+    bridge_overrides,
+    default_params_file,
+    missing_packages,
+    params_files,
+    policy_overrides,
+    recorder_overrides,
+    share_path,
+)
 
 ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("namespace", "", "namespace of all nodes"),
     ("params_file", "", "parameter YAML keyed by node name (empty: config/realman.yaml)"),
     ("camera_topic", "", "camera topic of the policy (empty: from the params file)"),
-    ("checkpoint", "", "policy checkpoint directory (empty: from the params file)"),
+    ("checkpoint", "", "policy checkpoint directory (empty: from the params file; with sim, the default model)"),
     ("device", "", "torch device of the policy (empty: from the params file)"),
     ("dtype", "", "policy dtype: auto | float32 | bfloat16 | float16 (empty: from the params file)"),
     ("backend", "", f"arm bridge backend, one of {', '.join(BACKENDS)} (empty: from the params file)"),
-    ("execution_mode", "", "sync | async (empty: from the params file)"),
+    ("execution_mode", "", "sync | async | rtc, for the policy and the bridge (empty: from the params file)"),
     ("dry_run", "false", "the bridge computes targets but commands nothing"),
     ("sim", "false", "start the simulated arm instead of expecting rm_driver"),
     ("rviz", "false", "start RViz with config/videovla.rviz"),
@@ -66,42 +80,46 @@ def _flag(context: LaunchContext, name: str) -> bool:
     return value == "true"
 
 
-def _choice(context: LaunchContext, name: str, allowed: tuple[str, ...]) -> str:
-    value = LaunchConfiguration(name).perform(context).strip()
-    if value and value not in allowed:
-        raise ValueError(f"launch argument {name} must be one of {list(allowed)} or empty, got {value!r}")
-    return value
-
-
-def _config_file(name: str) -> PathJoinSubstitution:
-    return PathJoinSubstitution([FindPackageShare(PACKAGE), "config", name])
+def _choices(context: LaunchContext) -> Choices:
+    text = {name: LaunchConfiguration(name).perform(context).strip() for name, _, _ in ARGUMENTS}
+    try:
+        return Choices(
+            params_file=text["params_file"] or default_params_file(),
+            sim=_flag(context, "sim"),
+            execution_mode=text["execution_mode"],
+            backend=text["backend"],
+            checkpoint=text["checkpoint"],
+            camera_topic=text["camera_topic"],
+            device=text["device"],
+            dtype=text["dtype"],
+            dry_run=_flag(context, "dry_run"),
+            record=_flag(context, "record"),
+            dataset=text["dataset"],
+        )
+    except ValueError as error:
+        raise ValueError(f"launch argument {error}") from error
 
 
 def _nodes(context: LaunchContext) -> list[Any]:
-    """The actions for the resolved arguments (plain Python, so empty arguments can defer to the YAML)."""
-    text = {name: LaunchConfiguration(name).perform(context).strip() for name, _, _ in ARGUMENTS}
-    namespace = text["namespace"]
-    params_file = text["params_file"] or _config_file("realman.yaml")
-    sim = _flag(context, "sim")
-    mode = _choice(context, "execution_mode", tuple(EXECUTION_MODES))
-    backend = "pose_stream" if sim else _choice(context, "backend", BACKENDS)
-
-    policy_overrides = {key: text[key] for key in ("camera_topic", "checkpoint", "device", "dtype") if text[key]}
-    if mode:
-        policy_overrides["inference_trigger"] = EXECUTION_MODES[mode]
-    bridge_overrides: dict[str, Any] = {"dry_run": _flag(context, "dry_run")}
-    if backend:
-        bridge_overrides["backend"] = backend
-    if mode:
-        bridge_overrides["mode"] = mode
-
+    """The actions for the resolved arguments; raises before any node starts when something is missing."""
+    choices = _choices(context)
+    rviz = _flag(context, "rviz")
+    missing = missing_packages(["rviz2"] if rviz else [])
+    if missing:
+        raise RuntimeError(
+            f"rviz:=true needs the package(s) {missing}, which are not installed (e.g. apt install "
+            "ros-$ROS_DISTRO-rviz2); nothing was started. Install it, or launch with rviz:=false"
+        )
+    namespace = LaunchConfiguration("namespace").perform(context).strip()
+    # Any of these ending ends the launch: a policy without a bridge (or the reverse) must not run on alone.
     policy = LifecycleNode(
         package=PACKAGE,
         executable="policy_node",
         name="videovla_policy",
         namespace=namespace,
         output="screen",
-        parameters=[params_file, policy_overrides],
+        parameters=[str(choices.params_file), policy_overrides(choices)],
+        on_exit=Shutdown(reason="videovla_policy exited"),
     )
     actions: list[Any] = [
         policy,
@@ -111,11 +129,11 @@ def _nodes(context: LaunchContext) -> list[Any]:
             name="arm_bridge",
             namespace=namespace,
             output="screen",
-            # The simulated arm's workspace (config/sim.yaml) replaces the real controller's box of the params file.
-            parameters=[params_file, *([_config_file("sim.yaml")] if sim else []), bridge_overrides],
+            parameters=[*(str(path) for path in params_files(choices)), bridge_overrides(choices)],
+            on_exit=Shutdown(reason="arm_bridge exited"),
         ),
     ]
-    if sim:
+    if choices.sim:
         actions.append(
             Node(
                 package=PACKAGE,
@@ -123,10 +141,11 @@ def _nodes(context: LaunchContext) -> list[Any]:
                 name="sim_arm",
                 namespace=namespace,
                 output="screen",
-                parameters=[params_file],
+                parameters=[str(choices.params_file)],
+                on_exit=Shutdown(reason="sim_arm exited"),
             )
         )
-    if _flag(context, "record"):
+    if choices.record:
         actions.append(
             Node(
                 package=PACKAGE,
@@ -134,15 +153,11 @@ def _nodes(context: LaunchContext) -> list[Any]:
                 name="recorder",
                 namespace=namespace,
                 output="screen",
-                parameters=[
-                    params_file,
-                    *([_config_file("sim.yaml")] if sim else []),
-                    {"dataset": text["dataset"]} if text["dataset"] else {},
-                ],
+                parameters=[*(str(path) for path in params_files(choices)), recorder_overrides(choices)],
             )
         )
-    if _flag(context, "rviz"):
-        rviz_config = _config_file("videovla.rviz")
+    if rviz:
+        rviz_config = str(share_path("config/videovla.rviz"))
         actions.append(
             Node(package="rviz2", executable="rviz2", name="rviz2", namespace=namespace, arguments=["-d", rviz_config])
         )

@@ -33,8 +33,9 @@ from std_srvs.srv import SetBool
 from videovla_msgs.msg import ActionChunk
 from videovla_ros import qos
 from videovla_ros.action_chunk import ns_to_time, time_to_ns
-from videovla_ros.bringup import default_params_file, parse_args, sim_params_file
+from videovla_ros.bringup import parse_args
 from videovla_ros.image_conversion import rgb_to_image_msg
+from videovla_ros.launch_plan import default_params_file, sim_params_file
 
 WAIT = 30.0
 REPO = Path(__file__).resolve().parent.parent
@@ -132,13 +133,11 @@ def test_namespaced_policy_loads_the_yaml_autostarts_serves_and_stops_on_sigterm
         peer() as node,
     ):
         assert wait_for(lambda: active(node, "/robot1/videovla_policy")), log.read_text()
-        values = parameters(
-            node, "/robot1/videovla_policy", ["checkpoint", "inference_trigger", "imagination_max_width"]
-        )
+        values = parameters(node, "/robot1/videovla_policy", ["checkpoint", "execution_mode", "imagination_max_width"])
         # From the YAML through its /**/ key (2048; the node's own default is 0) and from the command line.
         assert values == {
             "checkpoint": str(checkpoint),
-            "inference_trigger": "continuous",
+            "execution_mode": "async",
             "imagination_max_width": 2048,
         }
         chunks: list[ActionChunk] = []
@@ -161,21 +160,32 @@ def test_namespaced_policy_loads_the_yaml_autostarts_serves_and_stops_on_sigterm
 
 def test_bridge_gets_its_overrides_and_sigint_stops_everything(checkpoint, tmp_path):
     log = tmp_path / "bringup.log"
-    args = ("--checkpoint", str(checkpoint), "--backend", "pose_stream", "--dry-run", "--execution-mode", "sync")
+    # No --execution-mode and a params file without it: both nodes still agree (they share one default).
+    args = ("--checkpoint", str(checkpoint), "--backend", "pose_stream", "--dry-run")
     with bringup(*args, log=log) as process, peer() as node:
-        values = parameters(node, "arm_bridge", ["backend", "dry_run", "mode", "realman_prefix", "workspace_min"])
+        bridge = ["backend", "dry_run", "execution_mode", "realman.prefix", "workspace_min"]
+        values = parameters(node, "arm_bridge", bridge)
         assert values == {
             "backend": "pose_stream",
             "dry_run": True,
-            "mode": "sync",
-            "realman_prefix": "/rm_driver",
+            "execution_mode": "sync",
+            "realman.prefix": "/rm_driver",
             "workspace_min": [-0.8, -0.8, 0.0],  # realman.yaml's box: config/sim.yaml only comes with --sim
         }
         state = call(node, GetState, "videovla_policy/get_state", GetState.Request()).current_state.label
         assert state == "unconfigured"  # no --autostart
-        policy = parameters(node, "videovla_policy", ["inference_trigger"])
-        assert policy == {"inference_trigger": "request"}
+        policy = parameters(node, "videovla_policy", ["execution_mode"])
+        assert policy == {"execution_mode": "sync"}
         stop(process, signal.SIGINT, log)
+
+
+def _names(parameters: dict[str, Any], prefix: str = "") -> list[str]:
+    """Parameter names of a params-file section: nested keys join with dots (`realman: {prefix: ..}`)."""
+    names = []
+    for key, value in parameters.items():
+        name = f"{prefix}{key}"
+        names += _names(value, f"{name}.") if isinstance(value, dict) else [name]
+    return names
 
 
 def test_every_yaml_key_is_a_declared_parameter_of_its_node(checkpoint):
@@ -199,7 +209,7 @@ def test_every_yaml_key_is_a_declared_parameter_of_its_node(checkpoint):
         for key, section in (item for document in documents for item in document.items()):
             name = key.removeprefix("/**/")
             assert name in nodes, f"{key}: no such node in bringup"
-            undeclared = [p for p in section["ros__parameters"] if not nodes[name].has_parameter(p)]
+            undeclared = [p for p in _names(section["ros__parameters"]) if not nodes[name].has_parameter(p)]
             assert not undeclared, f"{key} sets parameters the node does not declare: {undeclared}"
         for node in nodes.values():
             node.destroy_node()
@@ -246,5 +256,6 @@ def test_options_are_checked():
     assert default_params_file().name == "realman.yaml" and default_params_file().is_file()
     with pytest.raises(SystemExit):
         parse_args(["--sim", "--backend", "realman"])
+    assert parse_args(["--sim"]).choices.sim
     with pytest.raises(SystemExit):
         parse_args(["--params-file", str(REPO / "no_such.yaml")])

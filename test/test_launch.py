@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from videovla_ros import launch_plan
+
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = REPO / "launch" / "realman.launch.py"
 PACKAGE = "videovla_ros"
@@ -36,13 +38,18 @@ def _launched_nodes() -> list[dict[str, Any]]:
         for target in statement.targets
         if isinstance(target, ast.Name)
     }
+    for statement in tree.body:  # constants imported from videovla_ros.launch_plan
+        if isinstance(statement, ast.ImportFrom) and statement.module == "videovla_ros.launch_plan":
+            constants.update({alias.name: getattr(launch_plan, alias.name) for alias in statement.names})
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in NODE_ACTIONS:
             arguments: dict[str, Any] = {"action": node.func.id}
             for keyword in node.keywords:
                 value = keyword.value
-                if isinstance(value, ast.Constant):
+                if keyword.arg == "on_exit":
+                    arguments["on_exit"] = ast.unparse(value)
+                elif isinstance(value, ast.Constant):
                     arguments[keyword.arg] = value.value
                 elif isinstance(value, ast.Name) and value.id in constants:
                     arguments[keyword.arg] = constants[value.id]
@@ -71,8 +78,18 @@ def test_launched_node_names_match_the_yaml_and_the_policy_is_a_lifecycle_node()
         for key in keys:
             assert key.startswith("/**/"), f"{name}: {key}: keys must start with /**/ so any namespace matches"
             assert key.removeprefix("/**/") in nodes, f"{name}: {key} configures a node the launch file does not start"
-    # With sim:=true the bridge gets the simulated arm's workspace after the params file.
-    assert '_config_file("sim.yaml")' in LAUNCH_FILE.read_text()
+    # With sim:=true the bridge gets the simulated arm's workspace after the params file (launch_plan decides).
+    assert "params_files(choices)" in LAUNCH_FILE.read_text()
+
+
+def test_no_launch_path_leaves_a_node_running_alone():
+    nodes = {n["name"]: n for n in _launched_nodes()}
+    for name in ("videovla_policy", "arm_bridge", "sim_arm"):
+        assert nodes[name].get("on_exit", "").startswith("Shutdown("), f"{name} ending does not end the launch"
+    # rviz2 is looked up before any node is created, so a missing rviz2 starts nothing.
+    source = LAUNCH_FILE.read_text()
+    function = source[source.index("def _nodes(") :]
+    assert function.index("missing_packages(") < function.index("LifecycleNode(")
 
 
 def test_launch_file_uses_no_substitution_division():
@@ -106,8 +123,13 @@ def test_launch_description_lists_the_expected_nodes():
     default = nodes_for(checkpoint="/ckpt")
     assert set(default) == {"policy_node", "arm_bridge_node"}
     assert isinstance(default["policy_node"], LifecycleNode)
-    everything = nodes_for(sim="true", rviz="true", execution_mode="async", record="true")
-    assert set(everything) == {"policy_node", "arm_bridge_node", "sim_arm_node", "recorder_node", "rviz2"}
+    assert set(nodes_for(sim="true")) == {"policy_node", "arm_bridge_node", "sim_arm_node"}
+    if launch_plan.missing_packages(["rviz2"]):
+        with pytest.raises(RuntimeError, match="rviz:=true needs the package"):
+            nodes_for(sim="true", rviz="true")
+    else:
+        everything = nodes_for(sim="true", rviz="true", execution_mode="async", record="true")
+        assert set(everything) == {"policy_node", "arm_bridge_node", "sim_arm_node", "recorder_node", "rviz2"}
     with pytest.raises(ValueError, match="launch argument sim must be 'true' or 'false'"):
         nodes_for(sim="maybe")
 

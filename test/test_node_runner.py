@@ -1,15 +1,18 @@
 """node_runner's shutdown in a separate process: a signal stops the spinning, before_shutdown runs while ROS is
-up, a stuck shutdown dumps its stacks and exits, and a second signal ends the process at once."""
+up, a stuck shutdown dumps its stacks and exits, a second signal ends the process at once, and a node whose
+parent dies shuts down too (no orphans)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from ros_process import python_process
+from ros_process import python_process, wait_for
 
 WAIT = 30.0
 
@@ -18,7 +21,6 @@ import sys
 import threading
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 
 from videovla_ros import node_runner
@@ -39,7 +41,7 @@ class Probe(Node):
 
 
 node_runner.init_ros(None)
-executor = MultiThreadedExecutor(num_threads=2)
+executor = node_runner.make_executor(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
 probe = Probe()
 executor.add_node(probe)
 print("spinning", flush=True)
@@ -65,9 +67,12 @@ def output_after(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, output
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_runs_before_shutdown_while_ros_is_up_and_exits_cleanly(sig):
-    with probe(15.0, "clean") as process:
+@pytest.mark.parametrize(("sig", "threads"), [(signal.SIGINT, "2"), (signal.SIGTERM, "1")])
+def test_a_signal_runs_before_shutdown_while_ros_is_up_and_exits_cleanly(sig, threads):
+    # The exact output also shows that rclpy printed no "exception was never retrieved" on the way out.
+    with python_process(PROBE, "15", "clean", threads) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "spinning"
         process.send_signal(sig)
         code, output = output_after(process)
     assert code == 0, output
@@ -91,3 +96,30 @@ def test_a_second_signal_ends_a_stuck_shutdown_at_once():
         process.send_signal(signal.SIGINT)
         code, output = output_after(process)
     assert code == -signal.SIGINT, output
+
+
+PARENT = """
+import subprocess
+import sys
+import time
+
+with open(sys.argv[1], "w") as out:
+    subprocess.Popen([sys.executable, "-c", sys.argv[2], "15", "clean"], stdout=out, stderr=subprocess.STDOUT)
+time.sleep(600)  # a parent that stays until it is killed
+"""
+
+
+def test_a_node_whose_parent_dies_shuts_down_cleanly(tmp_path):
+    # What `ros2 launch` dying on an error (or SIGKILL) would otherwise leave behind: orphaned nodes.
+    log = tmp_path / "child.log"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(log), PROBE], env=dict(os.environ))
+    try:
+        assert wait_for(lambda: log.exists() and "spinning" in log.read_text(), WAIT), "the child did not start"
+        parent.kill()
+        parent.wait()
+        assert wait_for(lambda: "shut down, ROS up: False" in log.read_text(), WAIT), log.read_text()
+        assert log.read_text().splitlines()[1:] == ["before_shutdown, ROS up: True", "shut down, ROS up: False"]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()

@@ -24,6 +24,7 @@ PYTHON_LIBRARIES = {
     "safetensors": "python3-safetensors",
     "tqdm": "python3-tqdm",
     "PIL": "python3-pil",
+    "yaml": "python3-yaml",
     "torch": None,
     "diffusers": None,
     "transformers": None,
@@ -34,7 +35,7 @@ PYTHON_LIBRARIES = {
     "pyarrow": None,
     "av": None,
 }
-PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow"}
+PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow", "yaml": "pyyaml"}
 
 # Imported lazily by optional back-ends, only on machines that have them; never a hard dependency.
 OPTIONAL_ROS_PACKAGES = {"moveit", "rm_ros_interfaces", "launch", "launch_ros"}

@@ -41,6 +41,7 @@ from videovla_msgs.msg import ActionChunk, VideoClip
 from videovla_ros import qos
 from videovla_ros.action_chunk import NANOSECONDS_PER_SECOND, from_msg, ns_to_time, time_to_ns
 from videovla_ros.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
+from videovla_ros.policy_factory import PolicyFactory, make_policy
 from videovla_ros.policy_node import EXECUTOR_THREADS, PolicyNode
 
 WAIT = 20.0  # s; generous for 2 shared CPU cores, never reached when things work
@@ -141,12 +142,15 @@ class Harness:
 
 
 @contextmanager
-def running_policy(checkpoint: Path, activate: bool = True, **parameters: Any) -> Iterator[Harness]:
+def running_policy(
+    checkpoint: Path, activate: bool = True, factory: PolicyFactory = make_policy, **parameters: Any
+) -> Iterator[Harness]:
     context = Context()
     rclpy.init(context=context)
     overrides = [Parameter("checkpoint", value=str(checkpoint))]
+    parameters.setdefault("execution_mode", "async")  # most tests want back-to-back chunks
     overrides += [Parameter(name, value=value) for name, value in parameters.items()]
-    node = PolicyNode(context=context, parameter_overrides=overrides)
+    node = PolicyNode(policy_factory=factory, context=context, parameter_overrides=overrides)
     harness = Harness(context, node)
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 2, context=context)
     executor.add_node(node)
@@ -170,6 +174,20 @@ def running_policy(checkpoint: Path, activate: bool = True, **parameters: Any) -
 class RecordingPolicy:
     """Wraps the real policy to record the imagine flag of each call, what `on_decode` reports when a decode
     starts, and to inject one failure on request."""
+
+    @classmethod
+    def factory(
+        cls, recorders: list[RecordingPolicy], on_decode: Callable[[PolicyNode], Any] | None = None
+    ) -> PolicyFactory:
+        """A policy factory that wraps what `make_policy` builds and keeps each wrapper in `recorders`;
+        `on_decode(node)` is what the wrapper reports when a decode starts."""
+
+        def build(params: Any, node: Any) -> RecordingPolicy:
+            report = None if on_decode is None else (lambda: on_decode(node))
+            recorders.append(cls(make_policy(params, node), report))
+            return recorders[-1]
+
+        return build
 
     def __init__(self, policy: Any, on_decode: Callable[[], Any] | None = None) -> None:
         self.policy = policy
@@ -222,8 +240,9 @@ def test_chunk_carries_the_image_stamp_the_policy_layout_and_imagination_when_wa
 
 
 def test_imagination_is_decoded_only_while_someone_watches(checkpoint):
-    with running_policy(checkpoint, publish_imagination="auto") as h:
-        recorder = h.node.policy = RecordingPolicy(h.node.policy)
+    recorders: list[RecordingPolicy] = []
+    with running_policy(checkpoint, factory=RecordingPolicy.factory(recorders), publish_imagination="auto") as h:
+        (recorder,) = recorders
         h.instruction.publish(String(data="open the drawer"))
         h.connected(h.camera, "image_raw")
         h.camera.publish(h.image())
@@ -235,9 +254,10 @@ def test_imagination_is_decoded_only_while_someone_watches(checkpoint):
 
 
 def test_a_watched_imagination_is_decoded_only_after_its_chunk_is_published(checkpoint):
-    with running_policy(checkpoint, publish_imagination="auto") as h:
-        published = h.node.diagnostics
-        recorder = h.node.policy = RecordingPolicy(h.node.policy, lambda: published.counter("chunks_published"))
+    recorders: list[RecordingPolicy] = []
+    factory = RecordingPolicy.factory(recorders, lambda node: node.diagnostics.counter("chunks_published"))
+    with running_policy(checkpoint, factory=factory, publish_imagination="auto") as h:
+        (recorder,) = recorders
         h.subscribe_imagination()
         h.instruction.publish(String(data="open the drawer"))
         h.connected(h.camera, "image_raw")
@@ -250,11 +270,11 @@ def test_a_watched_imagination_is_decoded_only_after_its_chunk_is_published(chec
 
 
 def test_a_failed_imagination_decode_is_counted_and_costs_only_the_picture(checkpoint):
-    def fail() -> None:
+    def fail(node: PolicyNode) -> None:
         raise RuntimeError("VAE out of memory")
 
-    with running_policy(checkpoint, publish_imagination="always") as h:
-        h.node.policy = RecordingPolicy(h.node.policy, fail)
+    factory = RecordingPolicy.factory([], fail)
+    with running_policy(checkpoint, factory=factory, publish_imagination="always") as h:
         h.subscribe_imagination()
         h.instruction.publish(String(data="open the drawer"))
         h.connected(h.camera, "image_raw")
@@ -264,8 +284,9 @@ def test_a_failed_imagination_decode_is_counted_and_costs_only_the_picture(check
 
 
 def test_never_mode_does_not_decode_even_when_watched(checkpoint):
-    with running_policy(checkpoint, publish_imagination="never") as h:
-        recorder = h.node.policy = RecordingPolicy(h.node.policy)
+    recorders: list[RecordingPolicy] = []
+    with running_policy(checkpoint, factory=RecordingPolicy.factory(recorders), publish_imagination="never") as h:
+        (recorder,) = recorders
         h.subscribe_imagination()
         h.instruction.publish(String(data="open the drawer"))
         h.connected(h.camera, "image_raw")
@@ -277,8 +298,12 @@ def test_never_mode_does_not_decode_even_when_watched(checkpoint):
 def test_imagination_every_decodes_only_every_nth_chunk(checkpoint):
     # The next image may arrive while the previous chunk's imagination is still decoding (after its chunk went
     # out); a generous max_image_age keeps it from going stale on a loaded machine.
-    with running_policy(checkpoint, publish_imagination="always", imagination_every=2, max_image_age=30.0) as h:
-        recorder = h.node.policy = RecordingPolicy(h.node.policy)
+    recorders: list[RecordingPolicy] = []
+    factory = RecordingPolicy.factory(recorders)
+    with running_policy(
+        checkpoint, factory=factory, publish_imagination="always", imagination_every=2, max_image_age=30.0
+    ) as h:
+        (recorder,) = recorders
         h.subscribe_imagination()
         h.instruction.publish(String(data="open the drawer"))
         h.connected(h.camera, "image_raw")
@@ -292,11 +317,11 @@ def test_imagination_every_decodes_only_every_nth_chunk(checkpoint):
 
 # ---- lifecycle --------------------------------------------------------------------------------------------
 def test_lifecycle_configure_activate_deactivate_cleanup(checkpoint, capfd):
-    with running_policy(checkpoint, activate=False, inference_trigger="sometimes") as h:
+    with running_policy(checkpoint, activate=False, execution_mode="sometimes") as h:
         node = h.node
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert Logs(capfd).show("parameter inference_trigger must be one of ['continuous', 'request'], got 'sometimes'")
-        node.set_parameters([Parameter("inference_trigger", value="continuous")])
+        assert Logs(capfd).show("parameter execution_mode must be one of ['sync', 'async', 'rtc'], got 'sometimes'")
+        node.set_parameters([Parameter("execution_mode", value="async")])
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.policy is not None and node.diagnostics.gauge("policy_load_time") > 0
 
@@ -334,8 +359,14 @@ def _diagnostic_values(array_msg: DiagnosticArray) -> dict[str, str]:
 def test_configure_fails_with_a_clear_message_for_a_missing_checkpoint(tmp_path, capfd):
     with running_policy(tmp_path / "missing", activate=False) as h:
         assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert Logs(capfd).show("could not load checkpoint")
+        assert Logs(capfd).show("configure failed: could not load")
         assert h.node.policy is None
+        import torch
+
+        if not torch.cuda.is_available():  # the device is named, not the checkpoint blamed
+            h.node.set_parameters([Parameter("device", value="cuda:0")])
+            assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+            assert Logs(capfd).show("configure failed: parameter device: device 'cuda:0' is not available")
 
 
 # ---- bad inputs -------------------------------------------------------------------------------------------
@@ -396,8 +427,9 @@ def test_bad_compressed_images_are_dropped_and_good_ones_used(checkpoint, capfd)
 
 
 def test_an_inference_failure_is_counted_fails_the_goal_and_the_node_keeps_serving(checkpoint):
-    with running_policy(checkpoint) as h:
-        recorder = h.node.policy = RecordingPolicy(h.node.policy)
+    recorders: list[RecordingPolicy] = []
+    with running_policy(checkpoint, factory=RecordingPolicy.factory(recorders)) as h:
+        (recorder,) = recorders
         recorder.fail_next = RuntimeError("CUDA out of memory")
         h.streaming = True
         goal = h.send_goal("pour the water")
@@ -412,8 +444,8 @@ def test_an_inference_failure_is_counted_fails_the_goal_and_the_node_keeps_servi
 
 
 # ---- triggers ---------------------------------------------------------------------------------------------
-def test_request_trigger_infers_once_per_request_on_a_frame_taken_after_it(checkpoint):
-    with running_policy(checkpoint, inference_trigger="request") as h:
+def test_sync_mode_infers_once_per_request_on_a_frame_taken_after_it(checkpoint):
+    with running_policy(checkpoint, execution_mode="sync") as h:
         h.instruction.publish(String(data="close the lid"))
         h.streaming = True
         h.connected(h.requests, "chunk_request")
@@ -477,7 +509,7 @@ def test_goal_can_be_cancelled_and_is_preempted_by_newer_goals_and_instructions(
 
 def test_bad_goals_are_rejected(checkpoint, capfd):
     logs = Logs(capfd)
-    with running_policy(checkpoint, activate=False) as h:
+    with running_policy(checkpoint, activate=False, max_instruction_length=16) as h:
         assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert not h.send_goal("wave").accepted  # configured but inactive
         assert logs.show("rejected execute_instruction goal: the policy node is not active")
@@ -485,7 +517,14 @@ def test_bad_goals_are_rejected(checkpoint, capfd):
         assert not h.send_goal("  ").accepted
         assert logs.show("goal instruction must be a non-empty string")
         assert not h.send_goal("wave", timeout=-1.0).accepted
-        assert (h.counter("rejected_goals"), h.counter("rejected_instructions")) == (3, 1)
+        assert not h.send_goal("w" * 100_000).accepted
+        assert logs.show("goal instruction is 100000 characters long, more than max_instruction_length=16")
+        h.instruction.publish(String(data="v" * 100_000))
+        assert logs.show("rejected instruction on 'instruction': instruction is 100000 characters long")
+        assert wait_for(lambda: h.counter("rejected_instructions") == 3)
+        logs.show("")
+        assert "v" * 200 not in logs.text and "w" * 200 not in logs.text  # no unbounded user text in the log
+        assert (h.counter("rejected_goals"), h.node.scheduler.instruction) == (4, "")
 
 
 def test_goal_times_out_or_fails_without_camera_images(checkpoint):
@@ -510,7 +549,14 @@ def test_parameters_are_validated_with_the_field_and_allowed_values():
     assert good.image_topic == "image_raw"
     assert dataclasses.replace(good, image_transport="compressed").image_topic == "image_raw/compressed"
     cases = {
-        "checkpoint": ("", "parameter checkpoint must name a checkpoint directory"),
+        "checkpoint": (
+            "",
+            "parameter checkpoint is empty: name a checkpoint directory with the launch argument "
+            "checkpoint:=/path/to/checkpoint (bringup --checkpoint), or under /**/videovla_policy: "
+            "ros__parameters: checkpoint: in the params file",
+        ),
+        "execution_mode": ("request", "parameter execution_mode must be one of ['sync', 'async', 'rtc'], got 'request'"),
+        "max_instruction_length": (0, "parameter max_instruction_length must be >= 1, got 0"),
         "image_transport": ("theora", "parameter image_transport must be one of ['raw', 'compressed'], got 'theora'"),
         "publish_imagination": (
             "sometimes",
@@ -519,11 +565,13 @@ def test_parameters_are_validated_with_the_field_and_allowed_values():
         "max_image_age": (0.0, "parameter max_image_age must be > 0 seconds, got 0.0"),
         "image_timeout": (-1.0, "parameter image_timeout must be >= 0, got -1.0"),
         "imagination_every": (0, "parameter imagination_every must be >= 1 chunk, got 0"),
+        "policy": ("remote", "parameter policy must be one of ['checkpoint', 'expert'], got 'remote'"),
     }
     for name, (value, message) in cases.items():
         with pytest.raises(ValueError) as error:
             dataclasses.replace(good, **{name: value})
         assert message in str(error.value)
+    assert PolicyNodeParameters(policy="expert").checkpoint == ""  # the expert needs no checkpoint
     values = dataclasses.asdict(good)
     assert PolicyNodeParameters.from_values({**values, "max_image_age": 1}).max_image_age == 1.0
     with pytest.raises(ValueError, match="parameter seed must be of type int, got 'one'"):
@@ -582,6 +630,9 @@ def test_policy_node_main_serves_lifecycle_services_and_stops_on_sigint(checkpoi
         assert state() == "active"
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=WAIT) == 0, log.read_text()
+        output = log.read_text()
+        assert "Loading weights" not in output  # no progress bars in launch output
+        assert "never retrieved" not in output and "Traceback" not in output, output
     finally:
         if process.poll() is None:
             process.kill()

@@ -66,9 +66,9 @@ def test_realman_streams_cartepos_moves_the_gripper_and_stops(context, fake_driv
         f"/{next(_names)}",
         publish_state=False,
         backend="realman",
-        mode="async",
+        execution_mode="async",
         latency_compensation=0.05,
-        stop_message_type=fake_driver,
+        **{"realman.stop_message_type": fake_driver},
     )
     try:
         sent, arm, stops, gripper_positions = [], [], [], []
@@ -116,7 +116,7 @@ def test_an_enabled_bridge_process_stops_the_arm_when_it_is_shut_down(context, f
     namespace = f"/{next(_names)}"
     log = tmp_path / "arm_bridge.log"
     command = [sys.executable, "-m", "videovla_ros.arm_bridge_node", "--ros-args", "-r", f"__ns:={namespace}"]
-    command += ["-p", "backend:=realman", "-p", f"stop_message_type:={fake_driver}"]
+    command += ["-p", "backend:=realman", "-p", f"realman.stop_message_type:={fake_driver}"]
     # Only the shutdown may stop the arm here: on a loaded machine the stand-in driver's pose stream can pause
     # past the default 0.5 s state watchdog, which stops the arm too (seen once in CI).
     command += ["-p", "state_watchdog:=10.0"]

@@ -33,7 +33,7 @@ NAMESPACE = "rec"
 # clamp that, which would make the recording differ from videovla-collect's by the clamping.
 BRIDGE = {
     "backend": "pose_stream",
-    "mode": "async",
+    "execution_mode": "async",
     "stream_rate_hz": 50.0,
     "max_step_rotation": 0.2,
     "max_angular_speed": 3.0,

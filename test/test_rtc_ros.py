@@ -1,5 +1,5 @@
-"""Real-time chunking over real DDS: the bridge's rtc_chunk_request, and the policy node answering one with a chunk
-that starts with the committed motion (tiny checkpoint); the bridge's parameter check."""
+"""Real-time chunking (execution_mode rtc) over real DDS: the bridge's rtc_chunk_request, and the policy node
+answering one with a chunk that starts with the committed motion (tiny checkpoint); the bridge's parameter check."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from videovla_msgs.msg import ActionChunk, ChunkRequest
 from videovla_ros import qos
 from videovla_ros.action_chunk import from_msg as chunk_from_msg
 from videovla_ros.action_chunk import ns_to_time
-from videovla_ros.arm_bridge_node import PARAMETERS, config_from_parameters
+from videovla_ros.bridge_config import bridge_config
 from videovla_ros.image_conversion import rgb_to_image_msg
 from videovla_ros.policy_node import PolicyNode
 from videovla_ros.realtime_chunking import PREFIX_DIMS, CommittedMotion, from_msg, prefix_for_capture, to_msg
@@ -33,7 +33,7 @@ STEP_ROWS = np.tile([0.005, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], (6, 1))
 @pytest.fixture
 def harness():
     with ros_context() as context:
-        h = BridgeHarness(context, f"/{next(_names)}", dry_run=True, mode="async", rtc=True, blend_duration=0.0)
+        h = BridgeHarness(context, f"/{next(_names)}", dry_run=True, execution_mode="rtc", blend_duration=0.0)
         requests: list[ChunkRequest] = []
         h.peer.create_subscription(ChunkRequest, "rtc_chunk_request", h._keep(requests), qos.COMMAND)
         wait_for(lambda: h.bridge.count_subscribers("rtc_chunk_request") > 0, 10.0, "discovery of the peer")
@@ -64,11 +64,11 @@ def test_bridge_asks_with_the_motion_the_answer_must_continue(harness):
     assert prefix is not None and prefix.actions.shape == (len(request.rows), 7)
 
 
-def test_rtc_needs_async_mode():
-    values = {name: default for name, (default, _) in PARAMETERS.items()}
-    with pytest.raises(ValueError, match=r"parameter rtc needs mode 'async'.*got mode 'sync'"):
-        config_from_parameters({**values, "mode": "sync", "rtc": True})
-    assert config_from_parameters({**values, "mode": "async", "rtc": True}).rtc
+def test_rtc_is_a_bridge_execution_mode():
+    assert bridge_config({"execution_mode": "rtc"}).execution_mode == "rtc"
+    expected = r"parameter execution_mode must be one of \['sync', 'async', 'rtc'\], got 'RTC'"
+    with pytest.raises(ValueError, match=expected):
+        bridge_config({"execution_mode": "RTC"})
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def checkpoint(tmp_path_factory):
 
 def test_policy_node_answers_a_request_with_the_committed_motion_first(checkpoint):
     with ros_context() as context:
-        overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("inference_trigger", value="request")]
+        overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("execution_mode", value="rtc")]
         node = PolicyNode(context=context, namespace="/rtc_policy", parameter_overrides=overrides)
         peer = Node("peer", context=context, namespace="/rtc_policy")
         chunks: list[ActionChunk] = []

@@ -17,6 +17,8 @@ from videovla_ros.safety import (
     check_chunk_stamp,
     clamp_steps,
     clamp_to_workspace,
+    enable_preconditions,
+    exceeding,
     gripper_command,
     in_workspace,
     limit_speed,
@@ -57,9 +59,9 @@ def test_stale_future_and_reordered_chunks_are_refused():
     now = 100 * S
     assert check_chunk_stamp(now - S, now, None, LIMITS).allowed
     stale = check_chunk_stamp(now - 2 * S, now, None, LIMITS)
-    assert not stale.allowed and "stale: captured 2.000 s ago (max_chunk_age 1.5 s)" in stale.reason
+    assert not stale.allowed and "stale: captured 2 s ago (max_chunk_age 1.5 s)" in stale.reason
     future = check_chunk_stamp(now + S // 2, now, None, LIMITS)
-    assert not future.allowed and "0.500 s in the future (max_clock_skew 0.1 s)" in future.reason
+    assert not future.allowed and "0.5 s in the future (max_clock_skew 0.1 s)" in future.reason
     assert check_chunk_stamp(now + S // 20, now, None, LIMITS).allowed  # within the clock skew
     reordered = check_chunk_stamp(now - S, now, now - S, LIMITS)
     assert not reordered.allowed and "out of order" in reordered.reason
@@ -81,8 +83,8 @@ def test_step_clamp_bounds_translation_and_rotation_keeping_direction():
     assert angle_after == pytest.approx(0.1)
     np.testing.assert_allclose(axis_after, axis_before, atol=1e-9)
     assert reasons == [
-        "row 0: translation step 0.0500 m clamped to max_step_translation 0.02 m",
-        "row 2: rotation step 0.4988 rad clamped to max_step_rotation 0.1 rad",
+        "row 0: translation step 0.05 m clamped to max_step_translation 0.02 m",
+        "row 2: rotation step 0.499 rad clamped to max_step_rotation 0.1 rad",
     ]
 
 
@@ -105,8 +107,8 @@ def test_speed_limit_bounds_linear_and_angular_motion():
     limited, reason = limit_speed(start, far, dt=0.01, limits=LIMITS)
     np.testing.assert_allclose(limited.position, [0.002, 0.0, 0.3])
     assert rotation_angle(start.quaternion, limited.quaternion) == pytest.approx(0.01)
-    assert "linear speed 10.000 m/s > max_linear_speed 0.2 m/s" in reason
-    assert "angular speed 50.000 rad/s > max_angular_speed 1.0 rad/s" in reason
+    assert "linear speed 10 m/s > max_linear_speed 0.2 m/s" in reason
+    assert "angular speed 50 rad/s > max_angular_speed 1 rad/s" in reason
     near = Pose.make((0.001, 0.0, 0.3))
     assert limit_speed(start, near, dt=0.01, limits=LIMITS) == (near, None)
     held, reason = limit_speed(start, far, dt=0.0, limits=LIMITS)
@@ -127,7 +129,7 @@ def test_watchdog_trips_once_per_silence_and_rearms():
     dog.feed(0)
     assert dog.check(S).allowed
     first = dog.check(S + 1)
-    assert not first.allowed and first.reason == "chunk watchdog: silent for 1.000 s (limit 1.000 s)"
+    assert not first.allowed and first.reason == "chunk watchdog: silent for 1.000000001 s (limit 1 s)"
     assert dog.tripped and dog.check(5 * S).allowed  # reported once
     dog.feed(5 * S)
     assert not dog.tripped and not dog.check(7 * S).allowed
@@ -152,3 +154,31 @@ def test_enable_state_machine_starts_disabled_and_latches_the_estop():
     assert machine.disable("operator").reason.startswith("already e-stopped")
     assert machine.request_enable([]).reason == "enabled (was estopped)"
     assert machine.disable("operator").reason == "disabled: operator" and not machine.enabled
+
+
+def test_a_limit_message_never_contradicts_itself():
+    assert exceeding(0.2500001, 0.25) == ("0.2500001", "0.25")
+    assert exceeding(0.31, 0.25) == ("0.31", "0.25")
+    just_over = Pose.make((0.0025001, 0.0, 0.3))  # 0.25001 m/s over 10 ms
+    _, reason = limit_speed(Pose.make((0.0, 0.0, 0.3)), just_over, dt=0.01, limits=SafetyLimits())
+    assert reason == "linear speed 0.25001 m/s > max_linear_speed 0.25 m/s"
+
+
+def test_a_silence_is_logged_once_however_often_the_watchdog_is_restarted():
+    dog = Watchdog("chunk watchdog", timeout_s=1.0)
+    dog.feed(0)
+    assert not dog.check(2 * S).allowed and dog.silences == 1
+    dog.restart(2 * S)  # asked the policy again: still silent
+    assert not dog.check(4 * S).allowed and dog.silences == 2
+    dog.feed(4 * S)  # a chunk: the silence is over
+    assert dog.silences == 0 and not dog.check(6 * S).allowed and dog.silences == 1
+
+
+def test_enable_names_the_state_topic_it_waits_on():
+    (missing,) = enable_preconditions(None, 10 * S, LIMITS, "/rm_driver/udp_arm_position")
+    assert missing.reason == "no robot state received yet on '/rm_driver/udp_arm_position'"
+    (old,) = enable_preconditions((9 * S, Pose.make((0.0, 0.0, 0.3))), 10 * S, LIMITS, "/ee_pose")
+    assert old.reason == "robot state on '/ee_pose' is 1 s old (state_watchdog 0.5 s)"
+    (outside,) = enable_preconditions((10 * S, Pose.make((0.0, 0.0, 0.9))), 10 * S, LIMITS, "/ee_pose")
+    assert not outside.allowed and outside.reason.startswith("end-effector position [0.0, 0.0, 0.9] m is outside")
+    assert enable_preconditions((10 * S, Pose.make((0.0, 0.0, 0.3))), 10 * S, LIMITS, "/ee_pose")[0].allowed

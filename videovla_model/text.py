@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase, T5Config, T5EncoderModel
+from transformers import (
+    AutoTokenizer,
+    ByT5Tokenizer,
+    PreTrainedTokenizerBase,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
 
 from videovla_model.configuration import TextConfig
 
@@ -43,12 +50,25 @@ def build_text_encoder(config: TextConfig) -> T5EncoderModel:
 
 
 def build_tokenizer(config: TextConfig, directory: str | Path | None = None) -> PreTrainedTokenizerBase | None:
-    """The tokenizer saved in `directory`, or for "byt5" one that needs no files; None when it needs files."""
+    """The tokenizer saved in `directory`, or for "byt5" one that needs no files; None when it needs files.
+
+    A "t5" folder holding only the sentencepiece model (`spiece.model`, no tokenizer_config.json, as some copies
+    of the T5 / CogVideoX tokenizer come) loads as T5's tokenizer with its default 100 sentinel ids.
+    """
     if directory is not None:
-        return AutoTokenizer.from_pretrained(str(directory))
+        folder = Path(directory)
+        if config.tokenizer == "t5" and _holds_only_sentencepiece(folder):
+            return T5Tokenizer.from_pretrained(str(folder))
+        return AutoTokenizer.from_pretrained(str(folder))
     if config.tokenizer == "byt5":
         return ByT5Tokenizer()
     return None
+
+
+def _holds_only_sentencepiece(folder: Path) -> bool:
+    """True when `folder` has `spiece.model` but nothing that tells AutoTokenizer which class to build."""
+    described = any((folder / name).is_file() for name in ("tokenizer_config.json", "tokenizer.json", "config.json"))
+    return (folder / "spiece.model").is_file() and not described
 
 
 def check_text_encoder(encoder: T5EncoderModel, config: TextConfig) -> None:

@@ -44,7 +44,6 @@ default at this size) and --optimizer adamw-8bit for a full fine-tune, or --lora
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -71,38 +70,40 @@ from videovla_model.configuration import VideoVLAConfig
 from videovla_model.data import (
     EpisodeWindowDataset,
     StepBatchSampler,
-    WindowClips,
     collate_samples,
     compute_action_statistics,
     dataset_action_rate,
     frame_stride_for,
 )
 from videovla_model.episodes import EpisodeDataset
-from videovla_model.latent_cache import LatentCache, cache_fingerprint, vae_weights_hash
-from videovla_model.lora import AdapterConfig, load_adapter_model, save_adapter
+from videovla_model.lora import AdapterConfig, load_adapter_model
 from videovla_model.modeling import LossOutput, VideoVLAModel
 from videovla_model.optimization import build_optimizer, check_optimizer_runs_on
+from videovla_model.train_checkpoints import (
+    CHECKPOINT_PREFIX,
+    FINAL_DIR,
+    METRICS_NAME,
+    TRAINING_STATE_NAME,
+    CheckpointWriting,
+    MetricsWriter,
+    checkpoint_step,
+    complete_checkpoints,
+    skip_model_loading,
+)
+from videovla_model.train_checkpoints import read_metrics as read_metrics  # re-exported: tests read metrics.csv
 from videovla_model.train_cli import build_parser, config_from_args
+from videovla_model.train_inputs import PrecomputedInputs
 from videovla_model.training_config import TRAINING_CONFIG_NAME, TrainingConfig
 from videovla_model.training_setup import (
-    INSTRUCTION_CACHE_DIR,
     apply_lora,
     check_memory,
-    install_instruction_table,
-    lora_settings,
     planned_model_config,
     resumed_is_adapter,
     uses_gradient_checkpointing,
-    with_transformer_weights,
 )
 
 logger = logging.getLogger("videovla.train")
 
-CHECKPOINT_PREFIX = "checkpoint-"
-TRAINING_STATE_NAME = "training_state.json"
-FINAL_DIR = "final"
-METRICS_NAME = "metrics.csv"
-METRICS_FIELDS = ("step", "loss", "video_loss", "action_loss", "lr", "samples_per_s")
 SUPPORTED_DISTRIBUTED = frozenset(
     {
         DistributedType.NO,
@@ -112,10 +113,6 @@ SUPPORTED_DISTRIBUTED = frozenset(
         DistributedType.FSDP,
     }
 )
-# Observations the conditioning statistics are fitted to, spread evenly over the dataset's windows.
-CONDITION_FIT_SAMPLES = 4096
-CONDITION_FIT_BATCH = 64
-INSTRUCTION_FIT_BATCH = 64
 _SCHEDULE_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
@@ -146,26 +143,6 @@ def step_generator(seed: int, step: int, rank: int, device: torch.device) -> tor
     return torch.Generator(device=device).manual_seed(step_seed(seed, step, rank))
 
 
-def checkpoint_step(path: Path) -> int | None:
-    """The step of a complete checkpoint folder (one with training_state.json), else None."""
-    state = path / TRAINING_STATE_NAME
-    if not (path.is_dir() and path.name.startswith(CHECKPOINT_PREFIX) and state.is_file()):
-        return None
-    return int(json.loads(state.read_text())["step"])
-
-
-def complete_checkpoints(output: Path) -> list[tuple[int, Path]]:
-    """(step, folder) of every complete checkpoint in `output`, oldest first."""
-    found = [(checkpoint_step(p), p) for p in output.glob(f"{CHECKPOINT_PREFIX}*")] if output.is_dir() else []
-    return sorted((step, path) for step, path in found if step is not None)
-
-
-def read_metrics(path: Path) -> list[dict[str, float]]:
-    """The rows of a metrics.csv as floats (step as a whole number)."""
-    with path.open(newline="") as handle:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
-
-
 class _LossModule(nn.Module):
     """Routes `compute_loss` through `forward`, so DDP's gradient hooks and accelerate's autocast apply.
 
@@ -186,7 +163,7 @@ class _LossModule(nn.Module):
 # The run ---------------------------------------------------------------------------------------------------
 
 
-class TrainingRun:
+class TrainingRun(PrecomputedInputs, CheckpointWriting):
     """One fine-tuning run; construction checks everything (data, model, resume point) before any step runs."""
 
     def __init__(self, config: TrainingConfig, resume: str | None = None) -> None:
@@ -279,82 +256,6 @@ class TrainingRun:
                     len(set(instructions)),
                 )
         self.lora_base = apply_lora(self.model, config, self.resumed_adapter) if config.lora_rank is not None else None
-
-    def _install_instruction_table(self) -> None:
-        """T5 embeddings of every instruction, from the instruction cache (built first by the main process)."""
-        config, accelerator = self.config, self.accelerator
-        folder = Path(config.instruction_cache or self.output / INSTRUCTION_CACHE_DIR)
-        instructions = [episode.metadata.instruction for episode in self.episodes]
-        device = accelerator.device
-        if accelerator.is_main_process:
-            install_instruction_table(self.model, instructions, folder, device, build=True)
-        accelerator.wait_for_everyone()
-        if (
-            not accelerator.is_main_process
-            and install_instruction_table(self.model, instructions, folder, device, build=False) is None
-        ):
-            raise RuntimeError(f"instruction cache {folder} is missing or incomplete after it was built")
-
-    def _instruction_embeddings(self, instructions: list[str]) -> torch.Tensor:
-        """(N, max_length, d_model) raw T5 embeddings of `instructions`, each distinct one encoded once."""
-        distinct = sorted(set(instructions))
-        encoded = torch.cat(
-            [
-                self.model.raw_prompt_embeddings(distinct[start : start + INSTRUCTION_FIT_BATCH]).float().cpu()
-                for start in range(0, len(distinct), INSTRUCTION_FIT_BATCH)
-            ]
-        )
-        row = {instruction: index for index, instruction in enumerate(distinct)}
-        return encoded[[row[instruction] for instruction in instructions]]
-
-    def _observation_latents(self) -> torch.Tensor:
-        """(N, C, h, w) scaled VAE posterior means of observations spread evenly over the dataset's windows,
-        each encoded on its own exactly as inference encodes it."""
-        count = min(CONDITION_FIT_SAMPLES, len(self.dataset))
-        indices = np.linspace(0, len(self.dataset) - 1, count).round().astype(int).tolist()
-        vae = self.model.vae.to(self.accelerator.device)
-        vae_dtype = next(vae.parameters()).dtype
-        encoded = []
-        with torch.no_grad():
-            for start in range(0, count, CONDITION_FIT_BATCH):
-                batch_indices = indices[start : start + CONDITION_FIT_BATCH]
-                frames = torch.stack([self.dataset.observation(i) for i in batch_indices])
-                video = frames.unsqueeze(2).to(device=self.accelerator.device, dtype=vae_dtype)
-                encoded.append(vae.encode(video).latent_dist.mean[:, :, 0].float().cpu())
-        return self.model.scale_latents(torch.cat(encoded))
-
-    def _latent_cache(self, folder: Path) -> LatentCache:
-        """The cache in `folder`, built first (by the main process) unless it matches this run's data and VAE."""
-        model_config = self.model.config
-        fingerprint = cache_fingerprint(
-            self.dataset.episode_lengths(),
-            model_config.train_num_frames,
-            self.frame_stride,
-            model_config.image_size,
-            vae_weights_hash(self.model.vae),
-        )
-        accelerator = self.accelerator
-        cache = LatentCache.open(folder, fingerprint) if accelerator.is_main_process else None
-        if accelerator.is_main_process and cache is None:
-            self.model.vae.to(accelerator.device)
-            started = time.perf_counter()
-            with tqdm(total=len(self.dataset), desc="latent cache", dynamic_ncols=True) as bar:
-                cache = LatentCache.build(
-                    folder, fingerprint, WindowClips(self.dataset), self.model.vae, progress=bar.update
-                )
-            logger.info(
-                "latent cache: encoded %d clips into %s in %.0f s",
-                len(self.dataset),
-                folder,
-                time.perf_counter() - started,
-            )
-        accelerator.wait_for_everyone()
-        if cache is None:  # the other processes open what the main process built
-            cache = LatentCache.open(folder, fingerprint)
-        if cache is None:
-            raise RuntimeError(f"latent cache {folder} is missing or incomplete after it was built")
-        logger.info("latent cache: training from the VAE posteriors in %s", folder)
-        return cache
 
     # Set-up ----------------------------------------------------------------------------------------------------
 
@@ -457,7 +358,7 @@ class TrainingRun:
         # Model weights go through save_pretrained (one format for checkpoints and releases) and come back through
         # from_pretrained at construction, so accelerate's own model files are skipped both ways.
         accelerator.register_save_state_pre_hook(self._save_model_hook)
-        accelerator.register_load_state_pre_hook(_skip_model_loading)
+        accelerator.register_load_state_pre_hook(skip_model_loading)
         if self.resume_from is not None:
             accelerator.load_state(str(self.resume_from))
             logger.info("resumed from %s at step %d", self.resume_from, self.start_step)
@@ -479,7 +380,7 @@ class TrainingRun:
             pin_memory=device.type == "cuda",
         )
         self._log_start(processes)
-        metrics = _MetricsWriter(self.output / METRICS_NAME, self.start_step, accelerator.is_main_process)
+        metrics = MetricsWriter(self.output / METRICS_NAME, self.start_step, accelerator.is_main_process)
         progress = tqdm(
             total=config.steps,
             initial=self.start_step,
@@ -550,97 +451,6 @@ class TrainingRun:
             self.start_step,
             self.config.steps,
         )
-
-    # Checkpoints -----------------------------------------------------------------------------------------------
-
-    def save_checkpoint(self, step: int) -> Path:
-        """Writes output/checkpoint-<step>/ (model, optimizer, scheduler, RNG, step) on every process's behalf."""
-        accelerator = self.accelerator
-        self._check_processes_agree(step)
-        folder = self.output / f"{CHECKPOINT_PREFIX}{step}"
-        if accelerator.is_main_process and folder.exists():
-            shutil.rmtree(folder)  # an incomplete leftover of an interrupted save
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(folder))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            state = {"step": step, "num_processes": accelerator.num_processes, "batch_size": self.config.batch_size}
-            (folder / TRAINING_STATE_NAME).write_text(json.dumps(state, indent=2) + "\n")
-            self._prune_checkpoints()
-        accelerator.wait_for_everyone()
-        return folder
-
-    def _check_processes_agree(self, step: int) -> None:
-        """Raises RuntimeError when data-parallel processes hold different weights (a checkpoint saved from rank 0
-        would silently drop the others' work)."""
-        accelerator = self.accelerator
-        if accelerator.num_processes == 1 or accelerator.distributed_type == DistributedType.FSDP:
-            return  # FSDP holds one sharded copy: there is nothing to compare
-        digest = torch.stack([p.detach().double().sum() for p in self.model.trainable_parameters()])
-        digests = accelerator.gather(digest[None]).cpu()
-        differing = [rank for rank in range(1, len(digests)) if not torch.equal(digests[rank], digests[0])]
-        if differing:
-            raise RuntimeError(f"step {step}: processes {differing} hold different weights than process 0")
-        if accelerator.is_main_process:
-            logger.info("step %d: weights identical on all %d processes", step, accelerator.num_processes)
-
-    def _save_model(self, folder: str | Path) -> None:
-        """A plain checkpoint, or for LoRA runs an adapter folder (trained tensors + base reference), written by
-        the main process. Every process calls it: under FSDP gathering the full weights takes all of them."""
-        accelerator = self.accelerator
-        if accelerator.distributed_type == DistributedType.FSDP:
-            state = accelerator.get_state_dict(self._loss_module)
-            model = with_transformer_weights(self.model, state) if accelerator.is_main_process else self.model
-        else:
-            model = self.model
-        if not accelerator.is_main_process:
-            return
-        if self.lora_base is None:
-            model.save_pretrained(folder)
-        else:
-            save_adapter(model, folder, lora_settings(self.config), self.lora_base)
-
-    def _save_model_hook(self, models: list[nn.Module], weights: list[dict[str, torch.Tensor]], folder: str) -> None:
-        self._save_model(folder)
-        # Emptying `weights` stops accelerate from writing a second copy of the model.
-        weights.clear()
-
-    def _prune_checkpoints(self) -> None:
-        keep = self.config.keep_checkpoints
-        if keep is None:
-            return
-        for _, folder in complete_checkpoints(self.output)[:-keep]:
-            shutil.rmtree(folder)
-
-
-def _skip_model_loading(models: list[nn.Module], folder: str) -> None:
-    # The resumed weights were loaded by from_pretrained before `prepare`; emptying `models` stops accelerate
-    # from looking for its own model files.
-    models.clear()
-
-
-class _MetricsWriter:
-    """Appends rows to metrics.csv; a resumed run first drops rows logged after its checkpoint."""
-
-    def __init__(self, path: Path, start_step: int, enabled: bool) -> None:
-        self.path = path
-        self.enabled = enabled
-        if not enabled:
-            return
-        kept = [row for row in read_metrics(path) if row["step"] <= start_step] if path.is_file() else []
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(METRICS_FIELDS)
-            for row in kept:
-                writer.writerow([int(row["step"]), *(row[name] for name in METRICS_FIELDS[1:])])
-
-    def write(
-        self, step: int, loss: float, video_loss: float, action_loss: float, lr: float, samples_per_s: float
-    ) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a", newline="") as handle:
-            csv.writer(handle).writerow([step, loss, video_loss, action_loss, lr, samples_per_s])
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@ imagination makes the policy decode video, so those episodes' inference times in
 
     videovla-eval --checkpoint checkpoints/videovla-sim-small --tasks pick --episodes 50 --output outputs/eval
     videovla-demo --instruction "pick up the red cube"
+    videovla-eval --policy expert --tasks pick --episodes 50     # the scripted expert, through the same nodes
+
+With `--policy expert` the policy node asks the simulator's scripted expert, which reads the privileged
+`sim_arm/scene_state` (see `videovla_ros.policy_factory`); it measures the loop (nodes, bridge, timing)
+apart from learning.
 
 Seeds: task t's episode i uses seed `--seed + i`; the shipped demonstrations were recorded with seeds from
 1000 on, so the default seeds 0.. are placements the model has not seen.
@@ -57,7 +62,6 @@ import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.context import Context
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -70,7 +74,6 @@ from videovla_msgs.msg import ActionChunk, VideoClip
 from videovla_ros import qos
 from videovla_ros.action_chunk import time_to_ns
 from videovla_ros.arm_bridge_node import ArmBridgeNode
-from videovla_ros.bringup import EXECUTION_MODES, default_params_file, sim_params_file
 from videovla_ros.evaluation_report import (
     EpisodeResult,
     FrameTimeline,
@@ -83,7 +86,11 @@ from videovla_ros.evaluation_report import (
     write_gif,
     write_report,
 )
+from videovla_ros.execution_mode import EXECUTION_MODES
 from videovla_ros.image_conversion import image_msg_to_rgb
+from videovla_ros.launch_plan import default_params_file, sim_params_file
+from videovla_ros.node_runner import make_executor
+from videovla_ros.policy_factory import POLICY_SOURCES
 from videovla_ros.policy_node import EXECUTOR_THREADS, PolicyNode
 from videovla_sim.tasks import TASK_FAMILIES, sample_episode
 
@@ -101,6 +108,7 @@ class EvalConfig:
 
     checkpoint: str
     tasks: tuple[str, ...] = ("pick",)
+    policy: str = "checkpoint"
     episodes: int = 50
     seed: int = 0
     mode: str = "sync"
@@ -120,7 +128,9 @@ class EvalConfig:
     imagination_every: int = 3
 
     def __post_init__(self) -> None:
-        if not self.checkpoint:
+        if self.policy not in POLICY_SOURCES:
+            raise ValueError(f"policy must be one of {list(POLICY_SOURCES)}, got {self.policy!r}")
+        if self.policy == "checkpoint" and not self.checkpoint:
             raise ValueError("checkpoint must name a checkpoint directory, got ''")
         if not self.tasks:
             raise ValueError("tasks must name at least one task family or instruction")
@@ -148,6 +158,11 @@ class EvalConfig:
             raise ValueError(f"chunk_watchdog must be >= 0 s (0 = the params file's), got {self.chunk_watchdog}")
         if self.imagination_every < 1:
             raise ValueError(f"imagination_every must be >= 1 chunk, got {self.imagination_every}")
+
+    @property
+    def policy_label(self) -> str:
+        """What drove the arm, for reports: the checkpoint folder or the policy source."""
+        return self.checkpoint if self.policy == "checkpoint" else f"{self.policy} policy"
 
 
 class EvalProbe(Node):
@@ -312,7 +327,7 @@ class SimulatedSystem:
         ros_args = ["--params-file", params_file, "--params-file", str(sim_params_file())]
         rclpy.init(args=["videovla-eval", "--ros-args", *ros_args], context=self.context)
         common = {"namespace": config.namespace, "context": self.context}
-        self.executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 4, context=self.context)
+        self.executor = make_executor(EXECUTOR_THREADS + 4, context=self.context)
         self.nodes: list[Node] = []
         self.sim: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
@@ -331,7 +346,7 @@ class SimulatedSystem:
                 ("activate", self.policy.trigger_activate),
             ):
                 if transition() != TransitionCallbackReturn.SUCCESS:
-                    raise RuntimeError(f"the policy node failed to {name} with checkpoint {config.checkpoint!r}")
+                    raise RuntimeError(f"the policy node failed to {name} with {config.policy_label}")
         except BaseException:
             self.close()
             raise
@@ -339,8 +354,9 @@ class SimulatedSystem:
     def _policy_parameters(self) -> list[Parameter]:
         c = self.config
         return [
+            Parameter("policy", value=c.policy),
             Parameter("checkpoint", value=c.checkpoint),
-            Parameter("inference_trigger", value=EXECUTION_MODES[c.mode]),
+            Parameter("execution_mode", value=c.mode),
             Parameter("num_inference_steps", value=c.num_inference_steps),
             Parameter("guidance_scale", value=c.guidance_scale),
             Parameter("publish_imagination", value="auto"),
@@ -352,7 +368,7 @@ class SimulatedSystem:
         # such chunks are late but not stale.
         parameters = [
             Parameter("backend", value="pose_stream"),
-            Parameter("mode", value=self.config.mode),
+            Parameter("execution_mode", value=self.config.mode),
             Parameter("max_chunk_age", value=self.config.max_chunk_age),
             # The sim's controller interpolates between targets at its own 100 Hz. A 100 Hz stream timer in the
             # same Python process as the physics thread and the policy starves both (measured: the simulated arm
@@ -565,7 +581,7 @@ def evaluate(config: EvalConfig, progress: Progress = print) -> tuple[list[Episo
                     f"{task} seed {seed} ({instruction!r}): {'success' if result.success else 'failure'} in "
                     f"{result.seconds:.1f} s, {result.chunks} chunks; {wins}/{index + 1} so far"
                 )
-    summary = summarize(results, config.checkpoint, config.mode)
+    summary = summarize(results, config.policy_label, config.mode)
     report = write_report(output, summary, results)
     progress(format_summary(summary))
     progress(f"report: {report}")
@@ -608,7 +624,7 @@ def demo(config: EvalConfig, instruction: str, progress: Progress = print) -> Ep
         progress(f"done in {result.seconds:.1f} s ({result.chunks} chunks); success not judged: {problem}")
     else:
         progress(f"{'SUCCESS' if result.success else 'FAILURE'} in {result.seconds:.1f} s ({result.chunks} chunks)")
-    summary = summarize([result], config.checkpoint, config.mode)
+    summary = summarize([result], config.policy_label, config.mode)
     write_report(output, summary, [result])
     progress(
         f"mean inference {summary.mean_inference_time:.3f} s (with video decoding), {summary.seconds_per_chunk:.3f} "
@@ -624,6 +640,13 @@ def demo(config: EvalConfig, instruction: str, progress: Progress = print) -> Ep
 def _common_arguments(parser: argparse.ArgumentParser, output: str) -> None:
     defaults = EvalConfig(checkpoint="-")
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="policy checkpoint directory")
+    parser.add_argument(
+        "--policy",
+        choices=POLICY_SOURCES,
+        default=defaults.policy,
+        help="checkpoint: the VideoVLA checkpoint; expert: the scripted expert reading the simulator's state "
+        "(the ceiling of the loop, apart from learning)",
+    )
     parser.add_argument("--mode", choices=tuple(EXECUTION_MODES), default=defaults.mode, help="bridge execution mode")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the first episode")
     parser.add_argument("--time-limit", type=float, default=defaults.time_limit, help="seconds per episode")
@@ -645,6 +668,7 @@ def _common_arguments(parser: argparse.ArgumentParser, output: str) -> None:
 def _config(args: argparse.Namespace, **extra: Any) -> EvalConfig:
     return EvalConfig(
         checkpoint=args.checkpoint,
+        policy=args.policy,
         mode=args.mode,
         seed=args.seed,
         time_limit=args.time_limit,

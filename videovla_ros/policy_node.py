@@ -1,7 +1,8 @@
 """`videovla_policy`: the VideoVLA policy as a ROS 2 lifecycle node (camera + instruction in, action chunks out).
 
-The node holds a `videovla_model.contract.Policy` and never imports torch itself; `on_configure` loads the
-checkpoint through `videovla_model.policy.load_policy`. Inference runs in its own callback group, so a slow
+The node holds a `videovla_model.contract.Policy` and never imports torch itself; `on_configure` obtains it from
+a policy factory (`videovla_ros.policy_factory`: a checkpoint by default, the simulator's scripted expert with
+`policy: expert`). Inference runs in its own callback group, so a slow
 policy never blocks the camera, instruction or action-server callbacks (spin it with a MultiThreadedExecutor,
 as `main` does). When to infer and on which frame is decided by `videovla_ros.inference_scheduler`.
 
@@ -9,9 +10,9 @@ Subscriptions (relative names):
     <camera_topic> (sensor_msgs/Image, QoS CAMERA) when image_transport = "raw", or
     <camera_topic>/compressed (sensor_msgs/CompressedImage, QoS CAMERA) when image_transport = "compressed"
     instruction (std_msgs/String, QoS INSTRUCTION, latched): sets the instruction; preempts a running goal
-    chunk_request (std_msgs/Header, QoS COMMAND): with inference_trigger = "request", one inference per request
-    rtc_chunk_request (videovla_msgs/ChunkRequest, QoS COMMAND): with inference_trigger = "request", a request
-        that also carries the arm's committed motion; the answer continues it (real-time chunking:
+    chunk_request (std_msgs/Header, QoS COMMAND): with execution_mode = "sync", one inference per request
+    rtc_chunk_request (videovla_msgs/ChunkRequest, QoS COMMAND): with execution_mode = "rtc", one inference per
+        request, which also carries the arm's committed motion; the answer continues it (real-time chunking:
         videovla_ros.realtime_chunking, videovla_model.rtc)
 Publishers:
     action_chunk (videovla_msgs/ActionChunk, QoS ACTION_CHUNK): header.stamp = capture stamp of the image the
@@ -24,7 +25,8 @@ Publishers:
         dropped_frames_stale, dropped_frames_unparseable, rejected_instructions, rejected_goals, rejected_rtc_requests,
         inference_errors, imagination_errors;
         gauges inference_time_last/_mean, ros_overhead_last/_mean (image receipt to chunk publish minus
-        inference), chunk_rate_hz, policy_load_time, instruction
+        inference), chunk_rate_hz, policy_load_time, instruction (bounded); the status message names what is
+        missing (configuration, activation, camera images on the image topic, an instruction)
 Action server:
     execute_instruction (videovla_msgs/action/ExecuteInstruction): runs an instruction until max_chunks,
     timeout, cancel, failure or preemption by a newer goal / instruction; feedback per chunk. Goals are rejected
@@ -66,12 +68,14 @@ from videovla_model.contract import (
     validate_frames,
     validate_output,
 )
-from videovla_model.policy import load_policy  # torch-free until a checkpoint is loaded
+from videovla_model.devices import check_device  # torch is imported when it is called
 from videovla_msgs.action import ExecuteInstruction
 from videovla_msgs.msg import ActionChunk, ChunkRequest, VideoClip
 from videovla_ros import qos
 from videovla_ros.action_chunk import TimedChunk, time_to_ns, to_msg
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
+from videovla_ros.execution_mode import DEFAULT_EXECUTION_MODE, EXECUTION_MODE_DESCRIPTION, EXECUTION_MODES
+from videovla_ros.goals import GoalBook, GoalRecord, Outcome, check_goal
 from videovla_ros.image_conversion import check_image_msg, compressed_msg_to_rgb, image_msg_to_rgb
 from videovla_ros.imagination import (
     IMAGINATION_MODES,
@@ -81,21 +85,12 @@ from videovla_ros.imagination import (
     strip_msg,
     video_clip_msg,
 )
-from videovla_ros.inference_scheduler import (
-    TRIGGERS,
-    Frame,
-    GoalBook,
-    GoalRecord,
-    InferenceJob,
-    InferenceScheduler,
-    Outcome,
-    RateMeter,
-    RepeatFilter,
-    RunningStats,
-    Wait,
-    check_goal,
-)
+from videovla_ros.inference_scheduler import Frame, InferenceJob, InferenceScheduler, Wait
+from videovla_ros.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, bounded
+from videovla_ros.metrics import RateMeter, RepeatFilter, RunningStats
 from videovla_ros.node_runner import run_node
+from videovla_ros.policy_factory import POLICY_SOURCES, PolicyFactory, make_policy
+from videovla_ros.policy_status import PolicyActivity, policy_status
 from videovla_ros.realtime_chunking import MotionSlot, Prefix, prefix_for_capture
 from videovla_ros.realtime_chunking import from_msg as rtc_request_from_msg
 
@@ -115,7 +110,12 @@ def _describe(text: str) -> dict[str, Any]:
 class PolicyNodeParameters:
     """The node's ROS parameters (declared from these fields, read and validated on configure)."""
 
-    checkpoint: str = field(default="", metadata=_describe("checkpoint directory given to load_policy"))
+    policy: str = field(
+        default="checkpoint", metadata=_describe('"checkpoint" or "expert" (simulator only; see policy_factory)')
+    )
+    checkpoint: str = field(
+        default="", metadata=_describe("checkpoint directory given to load_policy (launch argument checkpoint:=)")
+    )
     device: str = field(default="cpu", metadata=_describe('torch device, e.g. "cpu" or "cuda:0"'))
     dtype: str = field(
         default="auto",
@@ -127,8 +127,10 @@ class PolicyNodeParameters:
     embodiment_id: int = field(default=0, metadata=_describe("robot id the policy is conditioned on"))
     image_transport: str = field(default="raw", metadata=_describe('"raw" (Image) or "compressed"'))
     camera_topic: str = field(default="image_raw", metadata=_describe("camera topic (relative name)"))
-    inference_trigger: str = field(
-        default="continuous", metadata=_describe('"continuous" (asynchronous) or "request" (on chunk_request)')
+    execution_mode: str = field(default=DEFAULT_EXECUTION_MODE, metadata=_describe(EXECUTION_MODE_DESCRIPTION))
+    max_instruction_length: int = field(
+        default=DEFAULT_MAX_INSTRUCTION_LENGTH,
+        metadata=_describe("characters; longer instructions (topic or goal) are rejected"),
     )
     max_image_age: float = field(default=0.5, metadata=_describe("s; older camera frames are dropped as stale"))
     image_timeout: float = field(
@@ -149,14 +151,19 @@ class PolicyNodeParameters:
     def __post_init__(self) -> None:
         choices = {
             "image_transport": IMAGE_TRANSPORTS,
-            "inference_trigger": TRIGGERS,
+            "execution_mode": EXECUTION_MODES,
             "publish_imagination": IMAGINATION_MODES,
+            "policy": POLICY_SOURCES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"parameter {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if not self.checkpoint:
-            raise ValueError("parameter checkpoint must name a checkpoint directory, got ''")
+        if self.policy == "checkpoint" and not self.checkpoint:
+            raise ValueError(
+                "parameter checkpoint is empty: name a checkpoint directory with the launch argument "
+                "checkpoint:=/path/to/checkpoint (bringup --checkpoint), or under /**/videovla_policy: "
+                "ros__parameters: checkpoint: in the params file (sim:=true uses the shipped default model)"
+            )
         if not self.camera_topic:
             raise ValueError("parameter camera_topic must be a topic name, got ''")
         for name in ("max_image_age", "diagnostics_period"):
@@ -165,6 +172,8 @@ class PolicyNodeParameters:
         for name in ("image_timeout", "imagination_max_width", "num_inference_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"parameter {name} must be >= 0, got {getattr(self, name)}")
+        if self.max_instruction_length < 1:
+            raise ValueError(f"parameter max_instruction_length must be >= 1, got {self.max_instruction_length}")
         if self.imagination_every < 1:
             raise ValueError(f"parameter imagination_every must be >= 1 chunk, got {self.imagination_every}")
 
@@ -204,8 +213,9 @@ class _Outputs:
 class PolicyNode(LifecycleNode):
     """The VideoVLA policy node (see the module docstring for its interface)."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, policy_factory: PolicyFactory = make_policy, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self._policy_factory = policy_factory
         for spec in dataclasses.fields(PolicyNodeParameters):
             # Dynamic typing: YAML's `max_image_age: 1` must not fail as int-vs-double; `from_values` checks types.
             self.declare_parameter(spec.name, spec.default, ParameterDescriptor(**spec.metadata, dynamic_typing=True))
@@ -223,6 +233,8 @@ class PolicyNode(LifecycleNode):
         self._frame_log = RepeatFilter(LOG_REPEAT_PERIOD)
         self._error_log = RepeatFilter(LOG_REPEAT_PERIOD)
         self._active = False
+        self._active_since_ns: int | None = None
+        self._last_error: str | None = None
         self._sequence = 0
         self._state_lock = threading.Lock()
 
@@ -261,23 +273,17 @@ class PolicyNode(LifecycleNode):
         try:
             params = self._read_parameters()
         except ValueError as error:
-            self.get_logger().error(f"configure failed: {error}")
-            self.diagnostics.set_status(DiagnosticStatus.ERROR, f"configure failed: {error}")
-            return TransitionCallbackReturn.FAILURE
-        start = time.monotonic()
+            return self._configure_failed(str(error))
         try:
-            policy = load_policy(
-                params.checkpoint,
-                device=params.device,
-                dtype=params.dtype,
-                num_inference_steps=params.num_inference_steps or None,
-                guidance_scale=params.guidance_scale if params.guidance_scale >= 0 else None,
-                seed=params.seed,
-            )
-        except Exception as error:  # any loader failure (missing file, bad config, device) must not kill the node
-            self.get_logger().error(f"configure failed: could not load checkpoint {params.checkpoint!r}: {error}")
-            self.diagnostics.set_status(DiagnosticStatus.ERROR, f"could not load checkpoint: {error}")
-            return TransitionCallbackReturn.FAILURE
+            check_device(params.device)
+        except ValueError as error:
+            return self._configure_failed(f"parameter device: {error}")
+        start = time.monotonic()
+        source = params.checkpoint if params.policy == "checkpoint" else f"{params.policy} policy"
+        try:
+            policy = self._policy_factory(params, self)
+        except Exception as error:  # any loader failure (missing file, bad config) must not kill the node
+            return self._configure_failed(f"could not load {source!r}: {error}")
         load_time = time.monotonic() - start
         metadata = policy.metadata
         if params.embodiment_id not in metadata.embodiment_ids:
@@ -288,9 +294,8 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
 
         self.params, self.policy, self.metadata = params, policy, metadata
-        self.scheduler = InferenceScheduler(params.inference_trigger, params.max_image_age)
+        self.scheduler = InferenceScheduler(params.execution_mode, params.max_image_age, params.max_instruction_length)
         self.diagnostics.set("policy_load_time", load_time)
-        self.diagnostics.set_status(DiagnosticStatus.OK, "configured")
         self._outputs = _Outputs(
             chunk=self.create_lifecycle_publisher(ActionChunk, "action_chunk", qos.ACTION_CHUNK),
             strip=self.create_lifecycle_publisher(Image, "imagination/strip", qos.IMAGINATION),
@@ -302,11 +307,16 @@ class PolicyNode(LifecycleNode):
             String, "instruction", self._on_instruction, qos.INSTRUCTION, callback_group=self._input_group
         )
         self.get_logger().info(
-            f"loaded {params.checkpoint!r} in {load_time:.2f} s: {metadata.chunk_rows}x{metadata.action_dims} "
-            f"actions {list(metadata.action_dim_names)} every {metadata.time_step} s, trigger "
-            f"{params.inference_trigger}, camera {params.image_topic!r}"
+            f"loaded {source!r} in {load_time:.2f} s: {metadata.chunk_rows}x{metadata.action_dims} "
+            f"actions {list(metadata.action_dim_names)} every {metadata.time_step} s, execution_mode "
+            f"{params.execution_mode}, camera {params.image_topic!r}"
         )
         return super().on_configure(state)
+
+    def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
+        self.get_logger().error(f"configure failed: {reason}")
+        self.diagnostics.set_status(DiagnosticStatus.ERROR, f"configure failed: {reason}")
+        return TransitionCallbackReturn.FAILURE
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self.params is not None and self.metadata is not None
@@ -318,12 +328,13 @@ class PolicyNode(LifecycleNode):
                 image_type, params.image_topic, self._on_image, qos.CAMERA, callback_group=self._input_group
             )
         ]
-        if params.inference_trigger == "request":
+        if params.execution_mode == "sync":
             self._active_subscriptions.append(
                 self.create_subscription(
                     Header, "chunk_request", self._on_chunk_request, qos.COMMAND, callback_group=self._input_group
                 )
             )
+        elif params.execution_mode == "rtc":
             self._active_subscriptions.append(
                 self.create_subscription(
                     ChunkRequest,
@@ -345,14 +356,13 @@ class PolicyNode(LifecycleNode):
         with self._state_lock:
             self._sequence = 0
             self._active = True
-        self.diagnostics.set_status(DiagnosticStatus.OK, "active")
+            self._active_since_ns, self._last_error = time.monotonic_ns(), None
         result = super().on_activate(state)
         self._wakeup.trigger()
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_control("the policy node was deactivated")
-        self.diagnostics.set_status(DiagnosticStatus.OK, "inactive")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -376,7 +386,7 @@ class PolicyNode(LifecycleNode):
 
     def _stop_control(self, reason: str) -> None:
         with self._state_lock:
-            was_active, self._active = self._active, False
+            was_active, self._active, self._active_since_ns = self._active, False, None
         for subscription in self._active_subscriptions:
             self.destroy_subscription(subscription)
         for timer in self._active_timers:
@@ -395,7 +405,11 @@ class PolicyNode(LifecycleNode):
     def _release(self) -> None:
         with self._state_lock:
             outputs, self._outputs = self._outputs, None
+            policy = self.policy
             self.policy = self.metadata = self.scheduler = self.params = None
+        close = getattr(policy, "close", None)
+        if callable(close):
+            close()
         if outputs is not None:
             for publisher in (outputs.chunk, outputs.strip, outputs.frame, outputs.clip):
                 self.destroy_lifecycle_publisher(publisher)
@@ -480,7 +494,7 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warning(f"rejected instruction on 'instruction': {error}")
             return
         self.goals.end_active(Outcome.PREEMPTED, "preempted by a new instruction on 'instruction'", time.monotonic_ns())
-        self.get_logger().info(f"instruction: {scheduler.instruction!r}")
+        self.get_logger().info(f"instruction: {bounded(scheduler.instruction)}")
         self._wake()
 
     def _wake(self) -> None:
@@ -535,7 +549,7 @@ class PolicyNode(LifecycleNode):
             validate_output(output, metadata)
         except Exception as error:  # a failing policy is reported and counted; the node keeps serving
             self.diagnostics.count("inference_errors")
-            self.diagnostics.set_status(DiagnosticStatus.ERROR, f"inference failed: {error}")
+            self._last_error = bounded(str(error), 200)
             self._log_repeated(self._error_log, f"inference failed: {error}", error=True)
             self.goals.end_active(Outcome.FAILED, f"inference failed: {error}", time.monotonic_ns())
             return
@@ -569,7 +583,7 @@ class PolicyNode(LifecycleNode):
         self.chunk_rate.tick(published)
         # What ROS adds on top of the policy: queueing, conversion and message building, receipt to publish.
         self.overhead_stats.add((published - job.frame.receipt_monotonic_ns) / 1e9 - inference_time)
-        self.diagnostics.set_status(DiagnosticStatus.OK, "publishing chunks")
+        self._last_error = None
         self._account_goal(inference_time, published)
         # Decoded only now, after the chunk is out: the imagined video never delays control.
         if output.imagination is not None:
@@ -611,14 +625,17 @@ class PolicyNode(LifecycleNode):
     # ---- action server ----------------------------------------------------------------------------------
     def _on_goal_request(self, goal: ExecuteInstruction.Goal) -> GoalResponse:
         with self._state_lock:
-            active = self._active
-        reason = None if active else "the policy node is not active (configure and activate it first)"
+            active, params = self._active, self.params
+        reason = (
+            None if active and params is not None else "the policy node is not active (configure and activate it first)"
+        )
         if reason is None:
+            assert params is not None
             try:
-                check_goal(goal.instruction, goal.max_chunks, goal.timeout)
+                check_goal(goal.instruction, goal.max_chunks, goal.timeout, params.max_instruction_length)
             except ValueError as error:
                 reason = str(error)
-                if not goal.instruction.strip():
+                if error.args[0].startswith("goal instruction"):
                     self.diagnostics.count("rejected_instructions")
         if reason is not None:
             self.diagnostics.count("rejected_goals")
@@ -627,18 +644,20 @@ class PolicyNode(LifecycleNode):
         return GoalResponse.ACCEPT
 
     def _execute_goal(self, goal_handle: ServerGoalHandle) -> ExecuteInstruction.Result:
-        request = goal_handle.request
+        request, params = goal_handle.request, self.params
+        cap = params.max_instruction_length if params is not None else DEFAULT_MAX_INSTRUCTION_LENGTH
         record = self.goals.start(
-            goal_handle, request.instruction, request.max_chunks, request.timeout, time.monotonic_ns()
+            goal_handle, request.instruction, request.max_chunks, request.timeout, time.monotonic_ns(), cap
         )
         generation = None
         scheduler = self.scheduler
         if scheduler is None:  # cleaned up between acceptance and execution
             self.goals.end(goal_handle, Outcome.FAILED, "the policy node is not active", time.monotonic_ns())
         elif record.outcome is None:
-            generation = scheduler.set_instruction(record.instruction)
+            generation = scheduler.set_instruction(record.instruction, "goal instruction")
             self.get_logger().info(
-                f"goal accepted: {record.instruction!r} (max_chunks={record.max_chunks}, timeout={record.timeout} s)"
+                f"goal accepted: {bounded(record.instruction)} "
+                f"(max_chunks={record.max_chunks}, timeout={record.timeout} s)"
             )
             self._wake()
         # Blocking is fine: goals run in a reentrant group on a multi-threaded executor.
@@ -659,7 +678,7 @@ class PolicyNode(LifecycleNode):
             goal_handle.canceled()
         else:
             goal_handle.abort()
-        self.get_logger().info(f"goal {record.instruction!r} ended: {outcome.name}: {record.reason}")
+        self.get_logger().info(f"goal {bounded(record.instruction)} ended: {outcome.name}: {record.reason}")
         return ExecuteInstruction.Result(
             outcome=int(outcome),
             reason=record.reason,
@@ -702,8 +721,21 @@ class PolicyNode(LifecycleNode):
         book.set("ros_overhead_last", self.overhead_stats.last)
         book.set("ros_overhead_mean", self.overhead_stats.mean)
         book.set("chunk_rate_hz", self.chunk_rate.rate(now))
-        scheduler = self.scheduler
-        book.set("instruction", scheduler.instruction if scheduler is not None else "")
+        scheduler, params = self.scheduler, self.params
+        book.set("instruction", bounded(scheduler.instruction) if scheduler is not None else "''")
+        if scheduler is not None and params is not None:
+            with self._state_lock:
+                active_since, last_error = self._active_since_ns, self._last_error
+            activity = PolicyActivity(
+                active_since_ns=active_since,
+                instruction=scheduler.instruction,
+                last_frame_ns=scheduler.last_frame_receipt_monotonic_ns,
+                last_error=last_error,
+                image_topic=params.image_topic,
+                camera_silence=params.max_image_age,
+                waiting_for_request=scheduler.waiting_for_request,
+            )
+            book.set_status(*policy_status(activity, now))
         self._diagnostics_pub.publish(book.to_msg(self.get_clock().now().to_msg()))
 
 

@@ -19,6 +19,16 @@ from transforms3d.euler import axangle2euler, euler2axangle
 from videovla_ros.trajectory import NANOSECONDS_PER_SECOND, Pose, rotation_angle, slerp
 
 
+def exceeding(value: float, limit: float, digits: int = 3) -> tuple[str, str]:
+    """`value` and `limit` as text with at least `digits` significant digits and as many more as it takes to show
+    them different, so that "x > limit" never reads as "0.250 > 0.25"."""
+    for precision in range(digits, 18):
+        shown_value, shown_limit = f"{value:.{precision}g}", f"{limit:.{precision}g}"
+        if shown_value != shown_limit:
+            return shown_value, f"{limit:g}" if float(f"{limit:g}") == limit else shown_limit
+    return repr(value), repr(limit)
+
+
 @dataclass(frozen=True)
 class Decision:
     """Whether something is allowed, and why (always a specific, human-readable reason)."""
@@ -89,10 +99,12 @@ def check_chunk_stamp(capture_ns: int, now_ns: int, previous_capture_ns: int | N
     """A chunk's capture stamp must be recent, not from the future and newer than the last accepted one."""
     age = (now_ns - capture_ns) / NANOSECONDS_PER_SECOND
     if age > limits.max_chunk_age:
-        return Decision.deny(f"stale: captured {age:.3f} s ago (max_chunk_age {limits.max_chunk_age} s)")
+        shown_age, shown_limit = exceeding(age, limits.max_chunk_age)
+        return Decision.deny(f"stale: captured {shown_age} s ago (max_chunk_age {shown_limit} s)")
     if -age > limits.max_clock_skew:
+        shown_skew, shown_limit = exceeding(-age, limits.max_clock_skew)
         return Decision.deny(
-            f"capture stamp is {-age:.3f} s in the future (max_clock_skew {limits.max_clock_skew} s); "
+            f"capture stamp is {shown_skew} s in the future (max_clock_skew {shown_limit} s); "
             "are the policy's and the bridge's clocks synchronised?"
         )
     if previous_capture_ns is not None and capture_ns <= previous_capture_ns:
@@ -115,18 +127,15 @@ def clamp_steps(deltas: np.ndarray, limits: SafetyLimits) -> tuple[np.ndarray, l
         translation = float(np.linalg.norm(values[:3]))
         if translation > limits.max_step_translation:
             values[:3] *= limits.max_step_translation / translation
-            reasons.append(
-                f"row {row}: translation step {translation:.4f} m clamped to max_step_translation "
-                f"{limits.max_step_translation} m"
-            )
+            shown, limit = exceeding(translation, limits.max_step_translation)
+            reasons.append(f"row {row}: translation step {shown} m clamped to max_step_translation {limit} m")
         axis, angle = euler2axangle(*values[3:6], "sxyz")
         if angle > math.pi:  # the same rotation the short way round
             axis, angle = -axis, 2.0 * math.pi - angle
         if angle > limits.max_step_rotation:
             values[3:6] = axangle2euler(axis, limits.max_step_rotation, "sxyz")
-            reasons.append(
-                f"row {row}: rotation step {angle:.4f} rad clamped to max_step_rotation {limits.max_step_rotation} rad"
-            )
+            shown, limit = exceeding(angle, limits.max_step_rotation)
+            reasons.append(f"row {row}: rotation step {shown} rad clamped to max_step_rotation {limit} rad")
     return clamped, reasons
 
 
@@ -162,10 +171,12 @@ def limit_speed(previous: Pose, target: Pose, dt: float, limits: SafetyLimits) -
     position, quaternion = target.position, target.quaternion
     if distance > max_distance:
         position = previous.position + step * (max_distance / distance)
-        reasons.append(f"linear speed {distance / dt:.3f} m/s > max_linear_speed {limits.max_linear_speed} m/s")
+        speed, limit = exceeding(distance / dt, limits.max_linear_speed)
+        reasons.append(f"linear speed {speed} m/s > max_linear_speed {limit} m/s")
     if angle > max_angle:
         quaternion = slerp(previous.quaternion, target.quaternion, max_angle / angle)
-        reasons.append(f"angular speed {angle / dt:.3f} rad/s > max_angular_speed {limits.max_angular_speed} rad/s")
+        speed, limit = exceeding(angle / dt, limits.max_angular_speed)
+        reasons.append(f"angular speed {speed} rad/s > max_angular_speed {limit} rad/s")
     if not reasons:
         return target, None
     return Pose.make(position, quaternion), "; ".join(reasons)
@@ -181,21 +192,33 @@ def gripper_command(value: float, limits: SafetyLimits) -> tuple[float, str | No
 
 
 class Watchdog:
-    """Trips once when `feed` has not been called for `timeout_s` while armed; re-arms on the next feed."""
+    """Trips once when `feed` has not been called for `timeout_s` while armed; re-arms on the next feed.
+
+    `restart` re-arms the timer without ending the silence (e.g. after asking the silent source again), so
+    `silences` counts the trips since the source was last heard: a caller logs the first and counts the rest.
+    """
 
     def __init__(self, name: str, timeout_s: float) -> None:
         self.name = name
         self._timeout_ns = round(timeout_s * NANOSECONDS_PER_SECOND)
         self._last_ns: int | None = None
         self._tripped = False
+        self.silences = 0
 
     def feed(self, now_ns: int) -> None:
+        """The source was heard: re-arms and ends the silence."""
+        self.restart(now_ns)
+        self.silences = 0
+
+    def restart(self, now_ns: int) -> None:
+        """Re-arms the timer from `now_ns`; a silence in progress goes on."""
         self._last_ns = now_ns
         self._tripped = False
 
     def disarm(self) -> None:
         self._last_ns = None
         self._tripped = False
+        self.silences = 0
 
     @property
     def tripped(self) -> bool:
@@ -209,7 +232,25 @@ class Watchdog:
         if silence <= self._timeout_ns:
             return Decision.allow()
         self._tripped = True
-        return Decision.deny(f"{self.name}: silent for {silence / 1e9:.3f} s (limit {self._timeout_ns / 1e9:.3f} s)")
+        self.silences += 1
+        shown, limit = exceeding(silence / NANOSECONDS_PER_SECOND, self._timeout_ns / NANOSECONDS_PER_SECOND)
+        return Decision.deny(f"{self.name}: silent for {shown} s (limit {limit} s)")
+
+
+def enable_preconditions(
+    latest: tuple[int, Pose] | None, now_ns: int, limits: SafetyLimits, state_topic: str
+) -> list[Decision]:
+    """What enabling needs: a robot state sample on `state_topic` (latest: (stamp ns, pose) or None), no older
+    than state_watchdog, with the end-effector inside the workspace."""
+    if latest is None:
+        return [Decision.deny(f"no robot state received yet on {state_topic!r}")]
+    stamp_ns, pose = latest
+    age = (now_ns - stamp_ns) / NANOSECONDS_PER_SECOND
+    if age > limits.state_watchdog:
+        shown, limit = exceeding(age, limits.state_watchdog)
+        return [Decision.deny(f"robot state on {state_topic!r} is {shown} s old (state_watchdog {limit} s)")]
+    inside = in_workspace(pose.position, limits)
+    return [Decision(inside.allowed, f"end-effector {inside.reason}")]
 
 
 class ArmState(enum.Enum):

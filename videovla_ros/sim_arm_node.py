@@ -14,6 +14,9 @@ Publishes:
   ~/grasped_objects (std_msgs/String, ROBOT_STATE)    comma-separated names of the objects pinched between the
                                                       fingers and off the table ("" for none), with task_success
                                                       (tells a failed evaluation episode's wrong grasps apart)
+  ~/scene_state (std_msgs/String, ROBOT_STATE)        privileged state as JSON (videovla_sim.scene_state), with
+                                                      every camera frame and its stamp: for the scripted expert
+                                                      policy (`policy: expert`) only, never a learned policy
   /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz) accepted / rejected commands, frames, lag, achieved
                                                       real-time factor, task and seed
 Subscribes:
@@ -58,6 +61,7 @@ from videovla_sim.controller import TargetRejectedError
 from videovla_sim.env import EnvConfig, TabletopEnv
 from videovla_sim.realtime import PeriodicEvent, SimClock
 from videovla_sim.scene import ARM_JOINTS, FINGER_JOINTS, SceneConfig
+from videovla_sim.scene_state import SceneState
 from videovla_sim.tasks import EpisodeSetup, InstructionError
 
 NODE_NAME = "sim_arm"
@@ -166,6 +170,7 @@ class SimArmNode(Node):
         self._pose_pub = self.create_publisher(PoseStamped, "ee_pose", qos.ROBOT_STATE)
         self._success_pub = self.create_publisher(Bool, "~/task_success", qos.ROBOT_STATE)
         self._grasped_pub = self.create_publisher(String, "~/grasped_objects", qos.ROBOT_STATE)
+        self._scene_state_pub = self.create_publisher(String, "~/scene_state", qos.ROBOT_STATE)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.create_subscription(PoseStamped, "target_pose", self._on_target_pose, qos.COMMAND)
         self.create_subscription(Float64, "gripper_command", self._on_gripper_command, qos.COMMAND)
@@ -266,6 +271,9 @@ class SimArmNode(Node):
         if self._camera_event.fire(env.time):
             self._image_pub.publish(rgb_to_image_msg(env.render(), ns_to_time(stamp_ns), self.config.camera_frame_id))
             self._book.count("frames_published")
+            if self._scene_state_pub.get_subscription_count() > 0:
+                state = SceneState.capture(env.scene, env.setup, self.config.task, stamp_ns)
+                self._scene_state_pub.publish(String(data=state.to_json()))
         if self._state_event.fire(env.time):
             scene = env.scene
             joints = JointState()

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from videovla_model.action_convention import matrix_to_quaternion, quaternion_to_matrix
-from videovla_sim.scene import SHAPES, TOP_DOWN_QUATERNION, Scene
+from videovla_sim.scene import SHAPES, TOP_DOWN_QUATERNION
+from videovla_sim.scene_state import SceneView
 from videovla_sim.tasks import EpisodeSetup, object_yaw
 
 
@@ -84,7 +85,7 @@ class ScriptedExpert:
     def __init__(
         self,
         setup: EpisodeSetup,
-        scene: Scene,
+        scene: SceneView,
         start_position: np.ndarray,
         start_quaternion: np.ndarray,
         time_step: float,
@@ -207,6 +208,17 @@ class ScriptedExpert:
         path and the recorded actions show how to get back, states a policy reaches after its own errors.
         """
         self._position = self._position + np.asarray(offset, dtype=float)
+
+    def observe(self, scene: SceneView) -> None:
+        """Plans on from a new snapshot of the scene, starting at its measured TCP pose.
+
+        A policy wrapper calls it before each chunk: the deltas of a chunk are applied from the measured pose
+        at the image's capture time, so the script must step from there rather than from its own last target.
+        """
+        self.scene = scene
+        position, quaternion = scene.tcp_pose()
+        self._position = np.array(position, dtype=float)
+        self._yaw = top_down_yaw(quaternion)
 
     def act(self) -> ExpertTarget:
         """The next commanded target (after `done`, the last one again)."""

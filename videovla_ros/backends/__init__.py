@@ -17,6 +17,9 @@ from videovla_ros.backends.base import (
     BackendConfigError,
     BackendParams,
     BackendUnavailableError,
+    MoveItPyParams,
+    RealmanParams,
+    ServoParams,
     StateCallback,
 )
 from videovla_ros.backends.moveit_py import MoveItPyBackend
@@ -38,6 +41,9 @@ __all__ = [
     "BackendConfigError",
     "BackendParams",
     "BackendUnavailableError",
+    "MoveItPyParams",
+    "RealmanParams",
+    "ServoParams",
     "StateCallback",
     "make_backend",
 ]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from geometry_msgs.msg import Pose as PoseMsg
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
+from rclpy.subscription import Subscription
 
 from videovla_ros.action_chunk import ns_to_time
 from videovla_ros.trajectory import Pose
@@ -30,37 +31,56 @@ class BackendUnavailableError(ImportError):
 
 
 @dataclass(frozen=True)
-class BackendParams:
-    """Backend options (the bridge's ROS parameters of the same names).
+class RealmanParams:
+    """Backend `realman` (bridge parameters realman.*): rm_driver's topic prefix, Cartepos.follow (true =
+    high-follow mode) and move_stop_cmd's type, "bool" (driver 1.1) or "empty" (1.1.6)."""
 
-    frame_id: base frame of every pose sent and received.
-    stream_period: the bridge's streaming period [s].
-    stop_message_type: Realman rm_driver's move_stop_cmd type: "bool" (driver 1.1) or "empty" (1.1.6).
-    realman_prefix: rm_driver's topic prefix; realman_follow: Cartepos.follow (true = high-follow mode).
-    servo_node: MoveIt Servo's node name (its topics are <servo_node>/pose_cmd, <servo_node>/delta_twist_cmds);
-    servo_command: "twist" (TwistStamped from target deltas) or "pose" (PoseStamped targets).
-    moveit_planning_group / moveit_pose_link: MoveItPy planning component and the link the pose goal is for;
-    moveit_replan_period: least time between two plans [s] (planning cannot run at the streaming rate).
-    """
-
-    frame_id: str = "base_link"
-    stream_period: float = 0.01
+    prefix: str = "/rm_driver"
+    follow: bool = False
     stop_message_type: str = "bool"
-    realman_prefix: str = "/rm_driver"
-    realman_follow: bool = False
-    servo_node: str = "servo_node"
-    servo_command: str = "twist"
-    moveit_planning_group: str = "arm"
-    moveit_pose_link: str = ""
-    moveit_replan_period: float = 0.5
 
     def __post_init__(self) -> None:
         if self.stop_message_type not in STOP_MESSAGE_TYPES:
             raise BackendConfigError(
-                f"stop_message_type must be one of {list(STOP_MESSAGE_TYPES)}, got {self.stop_message_type!r}"
+                f"realman.stop_message_type must be one of {list(STOP_MESSAGE_TYPES)}, got {self.stop_message_type!r}"
             )
-        if self.servo_command not in SERVO_COMMANDS:
-            raise BackendConfigError(f"servo_command must be one of {list(SERVO_COMMANDS)}, got {self.servo_command!r}")
+
+
+@dataclass(frozen=True)
+class ServoParams:
+    """Backend `servo` (servo.*): MoveIt Servo's node name (its topics are <node>/pose_cmd and
+    <node>/delta_twist_cmds) and the command, "twist" (TwistStamped from target deltas) or "pose" (PoseStamped)."""
+
+    node: str = "servo_node"
+    command: str = "twist"
+
+    def __post_init__(self) -> None:
+        if self.command not in SERVO_COMMANDS:
+            raise BackendConfigError(f"servo.command must be one of {list(SERVO_COMMANDS)}, got {self.command!r}")
+
+
+@dataclass(frozen=True)
+class MoveItPyParams:
+    """Backend `moveit_py` (moveit_py.*): the planning group, the link the pose goal is for, and the least time
+    between two plans [s] (planning cannot run at the streaming rate)."""
+
+    planning_group: str = "arm"
+    pose_link: str = ""
+    replan_period: float = 0.5
+
+
+@dataclass(frozen=True)
+class BackendParams:
+    """What every backend gets: the base frame of every pose sent and received, the bridge's streaming period
+    [s], and each backend's own options under its name."""
+
+    frame_id: str = "base_link"
+    stream_period: float = 0.01
+    realman: RealmanParams = field(default_factory=RealmanParams)
+    servo: ServoParams = field(default_factory=ServoParams)
+    moveit_py: MoveItPyParams = field(default_factory=MoveItPyParams)
+
+    def __post_init__(self) -> None:
         if not (math.isfinite(self.stream_period) and self.stream_period > 0):
             raise BackendConfigError(f"stream_period must be > 0 s, got {self.stream_period}")
         if not self.frame_id:
@@ -75,11 +95,17 @@ class ArmBackend(ABC):
     """
 
     name = ""
+    state_subscription: Subscription  # the robot state's subscription, created by each backend
 
     def __init__(self, node: Node, params: BackendParams) -> None:
         self.node = node
         self.params = params
         self._state_callbacks: list[StateCallback] = []
+
+    @property
+    def state_topic(self) -> str:
+        """The fully resolved topic the robot state comes from (for messages that say what is missing)."""
+        return self.state_subscription.topic_name
 
     def add_state_callback(self, callback: StateCallback) -> None:
         self._state_callbacks.append(callback)

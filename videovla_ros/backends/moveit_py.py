@@ -34,17 +34,17 @@ class MoveItPyBackend(EePoseState):
                 "moveit.planning): install it with `apt install ros-$ROS_DISTRO-moveit-py` or build MoveIt 2 "
                 f"from source, then source the workspace ({error})"
             ) from error
-        if not params.moveit_pose_link:
-            raise BackendConfigError("moveit_pose_link must name the end-effector link for backend 'moveit_py'")
+        if not params.moveit_py.pose_link:
+            raise BackendConfigError("moveit_py.pose_link must name the end-effector link for backend 'moveit_py'")
         super().__init__(node, params)
         self._robot = MoveItPy(node_name=f"{node.get_name()}_moveit_py")
-        self._component = self._robot.get_planning_component(params.moveit_planning_group)
+        self._component = self._robot.get_planning_component(params.moveit_py.planning_group)
         self._gripper = node.create_publisher(Float64, GRIPPER_TOPIC, qos.COMMAND)
         self._busy = threading.Lock()
         self._last_plan_ns = 0
 
     def send_target(self, pose: Pose, stamp_ns: int) -> None:
-        if stamp_ns - self._last_plan_ns < self.params.moveit_replan_period * NANOSECONDS_PER_SECOND:
+        if stamp_ns - self._last_plan_ns < self.params.moveit_py.replan_period * NANOSECONDS_PER_SECOND:
             return
         if not self._busy.acquire(blocking=False):
             return
@@ -55,7 +55,7 @@ class MoveItPyBackend(EePoseState):
     def _plan_and_execute(self, goal: object) -> None:
         try:
             self._component.set_start_state_to_current_state()
-            self._component.set_goal_state(pose_stamped_msg=goal, pose_link=self.params.moveit_pose_link)
+            self._component.set_goal_state(pose_stamped_msg=goal, pose_link=self.params.moveit_py.pose_link)
             result = self._component.plan()
             if not result:
                 self.node.get_logger().warning("moveit_py: planning to the streamed target failed; target skipped")

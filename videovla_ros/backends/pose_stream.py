@@ -29,7 +29,9 @@ class EePoseState(ArmBackend):
     def __init__(self, node: Node, params: BackendParams) -> None:
         super().__init__(node, params)
         self.latest_pose: Pose | None = None
-        node.create_subscription(PoseStamped, EE_POSE_TOPIC, self._on_ee_pose, qos.ROBOT_STATE)
+        self.state_subscription = node.create_subscription(
+            PoseStamped, EE_POSE_TOPIC, self._on_ee_pose, qos.ROBOT_STATE
+        )
 
     def _on_ee_pose(self, msg: PoseStamped) -> None:
         if msg.header.frame_id and msg.header.frame_id != self.params.frame_id:

@@ -1,11 +1,11 @@
 """Realman backend: streams poses to RealMan's rm_driver (RM65 / RM75 / GEN72, ROS 2 driver 1.1+).
 
-Topics (prefix = realman_prefix, default /rm_driver):
+Topics (prefix = parameter realman.prefix, default /rm_driver):
   publishes  <prefix>/movep_canfd_cmd (rm_ros_interfaces/Cartepos {pose, follow}): pose passthrough at the
              streaming rate; the controller does the IK and wants a continuous stream at >= 2 ms period;
              <prefix>/set_gripper_position_cmd (rm_ros_interfaces/Gripperset {position 1..1000 = 0..70 mm,
              block, timeout}); <prefix>/move_stop_cmd (std_msgs/Bool in driver 1.1, std_msgs/Empty in 1.1.6:
-             parameter stop_message_type)
+             parameter realman.stop_message_type)
   subscribes <prefix>/udp_arm_position (geometry_msgs/Pose, ~200 Hz, unstamped: stamped on receipt)
 rm_ros_interfaces is imported only when this backend is chosen.
 """
@@ -57,12 +57,14 @@ class RealmanBackend(ArmBackend):
                 f"(period >= {MIN_STREAM_PERIOD * 1000:.0f} ms), got a period of {params.stream_period * 1000:.2f} ms"
             )
         self._cartepos, self._gripperset = Cartepos, Gripperset
-        prefix = params.realman_prefix.rstrip("/")
+        prefix = params.realman.prefix.rstrip("/")
         self._movep = node.create_publisher(Cartepos, f"{prefix}/movep_canfd_cmd", qos.COMMAND)
         self._gripper = node.create_publisher(Gripperset, f"{prefix}/set_gripper_position_cmd", qos.COMMAND)
-        self._stop_type = Bool if params.stop_message_type == "bool" else Empty
+        self._stop_type = Bool if params.realman.stop_message_type == "bool" else Empty
         self._stop = node.create_publisher(self._stop_type, f"{prefix}/move_stop_cmd", qos.COMMAND)
-        node.create_subscription(PoseMsg, f"{prefix}/udp_arm_position", self._on_arm_position, qos.ROBOT_STATE)
+        self.state_subscription = node.create_subscription(
+            PoseMsg, f"{prefix}/udp_arm_position", self._on_arm_position, qos.ROBOT_STATE
+        )
 
     def _on_arm_position(self, msg: PoseMsg) -> None:
         try:
@@ -73,7 +75,7 @@ class RealmanBackend(ArmBackend):
         self._report_state(self.node.get_clock().now().nanoseconds, pose)
 
     def send_target(self, pose: Pose, stamp_ns: int) -> None:
-        self._movep.publish(self._cartepos(pose=pose_to_msg(pose), follow=self.params.realman_follow))
+        self._movep.publish(self._cartepos(pose=pose_to_msg(pose), follow=self.params.realman.follow))
 
     def send_gripper(self, opening: float) -> None:
         self._gripper.publish(self._gripperset(position=gripper_position(opening), block=False))

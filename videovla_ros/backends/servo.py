@@ -1,8 +1,8 @@
 """MoveIt Servo backend: streams targets to a running servo node, as poses or as twists.
 
 Topics:
-  publishes  <servo_node>/pose_cmd (geometry_msgs/PoseStamped) with servo_command "pose", or
-             <servo_node>/delta_twist_cmds (geometry_msgs/TwistStamped) with servo_command "twist": the
+  publishes  <servo.node>/pose_cmd (geometry_msgs/PoseStamped) with servo.command "pose", or
+             <servo.node>/delta_twist_cmds (geometry_msgs/TwistStamped) with servo.command "twist": the
              velocity that moves the previous target to the new one in one streaming period (base frame);
              gripper_command (std_msgs/Float64, 0.0 = closed .. 1.0 = open)
   subscribes ee_pose (geometry_msgs/PoseStamped, current end-effector pose)
@@ -40,14 +40,14 @@ class ServoBackend(EePoseState):
 
     def __init__(self, node: Node, params: BackendParams) -> None:
         super().__init__(node, params)
-        base = params.servo_node.rstrip("/")
+        base = params.servo.node.rstrip("/")
         self._pose = node.create_publisher(PoseStamped, f"{base}/pose_cmd", qos.COMMAND)
         self._twist = node.create_publisher(TwistStamped, f"{base}/delta_twist_cmds", qos.COMMAND)
         self._gripper = node.create_publisher(Float64, GRIPPER_TOPIC, qos.COMMAND)
         self._previous: tuple[int, Pose] | None = None
 
     def send_target(self, pose: Pose, stamp_ns: int) -> None:
-        if self.params.servo_command == "pose":
+        if self.params.servo.command == "pose":
             self._pose.publish(pose_stamped(pose, stamp_ns, self.params.frame_id))
             return
         linear, angular = np.zeros(3), np.zeros(3)
@@ -74,7 +74,7 @@ class ServoBackend(EePoseState):
     def stop(self) -> None:
         now_ns = self.node.get_clock().now().nanoseconds
         self._previous = None
-        if self.params.servo_command == "twist":
+        if self.params.servo.command == "twist":
             self._publish_twist(np.zeros(3), np.zeros(3), now_ns)
         elif self.latest_pose is not None:
             self._pose.publish(pose_stamped(self.latest_pose, now_ns, self.params.frame_id))
