@@ -12,7 +12,8 @@ Arguments (an empty value keeps the value from the params file):
     device           torch device of the policy, e.g. cuda:0
     dtype            policy dtype: auto | float32 | bfloat16 | float16
     backend          arm bridge backend: realman | servo | moveit_py | pose_stream
-    execution_mode   sync (the policy infers once per bridge request) | async (back-to-back inference); set on
+    execution_mode   sync (the policy infers once per bridge request) | async (back-to-back inference) | rtc
+                     (async execution, one inference per bridge request carrying the committed motion); set on
                      both the policy and the bridge
     dry_run          true: the bridge computes targets but commands nothing
     sim              true: start the simulated arm instead of expecting rm_driver (the bridge streams poses to it,
@@ -62,7 +63,7 @@ ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("device", "", "torch device of the policy (empty: from the params file)"),
     ("dtype", "", "policy dtype: auto | float32 | bfloat16 | float16 (empty: from the params file)"),
     ("backend", "", f"arm bridge backend, one of {', '.join(BACKENDS)} (empty: from the params file)"),
-    ("execution_mode", "", "sync | async, for the policy and the bridge (empty: from the params file)"),
+    ("execution_mode", "", "sync | async | rtc, for the policy and the bridge (empty: from the params file)"),
     ("dry_run", "false", "the bridge computes targets but commands nothing"),
     ("sim", "false", "start the simulated arm instead of expecting rm_driver"),
     ("rviz", "false", "start RViz with config/videovla.rviz"),

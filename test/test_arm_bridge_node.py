@@ -257,7 +257,7 @@ def test_async_chunk_switch_is_continuous_within_the_speed_limit(make_harness):
 @pytest.mark.parametrize(
     ("parameters", "message"),
     [
-        ({"execution_mode": "fast"}, "parameter execution_mode must be one of ['sync', 'async'], got 'fast'"),
+        ({"execution_mode": "fast"}, "parameter execution_mode must be one of ['sync', 'async', 'rtc'], got 'fast'"),
         ({"backend": "ur5"}, "backend must be one of ['pose_stream', 'realman', 'servo', 'moveit_py'], got 'ur5'"),
         ({"workspace_min": [0.0, 0.0]}, "parameter workspace_min must be a list of 3 numbers"),
         ({"stream_rate_hz": "fast"}, "parameter stream_rate_hz must be a number > 0, got 'fast'"),

@@ -63,12 +63,13 @@ def test_sync_executes_the_answer_to_the_request_up_to_execute_rows():
     assert plan.motion.sample(NOW + 3 * S // 10).position[0] == pytest.approx(0.33)
 
 
-def test_async_executes_every_row_on_the_capture_schedule_and_drops_late_ones():
-    plan = plan_chunk(_chunk(capture_ns=NOW - S // 4), _state(request_ns=None), NOW, "async", LIMITS)
+@pytest.mark.parametrize("mode", ["async", "rtc"])  # rtc executes like async; only the requests differ
+def test_async_executes_every_row_on_the_capture_schedule_and_drops_late_ones(mode):
+    plan = plan_chunk(_chunk(capture_ns=NOW - S // 4), _state(request_ns=None), NOW, mode, LIMITS)
     assert isinstance(plan, ChunkPlan) and plan.next_request_ns is None
     assert plan.late_rows == 2 and [w.row for w in plan.waypoints] == [2, 3, 4, 5]
     compensated = dataclasses.replace(LIMITS, latency_compensation=0.3)
-    plan = plan_chunk(_chunk(capture_ns=NOW - S // 4), _state(request_ns=None), NOW, "async", compensated)
+    plan = plan_chunk(_chunk(capture_ns=NOW - S // 4), _state(request_ns=None), NOW, mode, compensated)
     assert isinstance(plan, ChunkPlan) and plan.late_rows == 0
 
 

@@ -37,11 +37,12 @@ def test_stale_frames_are_dropped_and_reported():
     assert scheduler.take_job(10 * S) is Wait.NO_FRAME  # the stale frame was consumed
 
 
-def test_sync_mode_waits_for_a_request_and_a_frame_captured_after_it():
-    scheduler = InferenceScheduler("sync", max_image_age=1.0)
+@pytest.mark.parametrize("mode", ["sync", "rtc"])  # rtc: the requests are the bridge's rtc_chunk_request
+def test_request_driven_modes_wait_for_a_request_and_a_frame_captured_after_it(mode):
+    scheduler = InferenceScheduler(mode, max_image_age=1.0)
     scheduler.set_instruction("go")
     scheduler.offer_frame(_frame(9.9))
-    assert scheduler.take_job(10 * S) is Wait.NO_REQUEST
+    assert scheduler.take_job(10 * S) is Wait.NO_REQUEST and scheduler.waiting_for_request
     scheduler.request(10 * S)
     assert scheduler.take_job(10 * S) is Wait.NO_FRAME  # captured before the request
     scheduler.offer_frame(_frame(10.05, "after"))
@@ -88,7 +89,7 @@ def test_reset_forgets_frames_and_requests_but_keeps_the_instruction():
 @pytest.mark.parametrize(
     ("mode", "age", "message"),
     [
-        ("sometimes", 1.0, "parameter execution_mode must be one of ['sync', 'async'], got 'sometimes'"),
+        ("sometimes", 1.0, "parameter execution_mode must be one of ['sync', 'async', 'rtc'], got 'sometimes'"),
         ("sync", 0.0, "max_image_age must be a positive number of seconds, got 0.0"),
         ("sync", math.nan, "max_image_age must be a positive number of seconds, got nan"),
     ],

@@ -320,7 +320,7 @@ def test_lifecycle_configure_activate_deactivate_cleanup(checkpoint, capfd):
     with running_policy(checkpoint, activate=False, execution_mode="sometimes") as h:
         node = h.node
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert Logs(capfd).show("parameter execution_mode must be one of ['sync', 'async'], got 'sometimes'")
+        assert Logs(capfd).show("parameter execution_mode must be one of ['sync', 'async', 'rtc'], got 'sometimes'")
         node.set_parameters([Parameter("execution_mode", value="async")])
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.policy is not None and node.diagnostics.gauge("policy_load_time") > 0
@@ -555,7 +555,7 @@ def test_parameters_are_validated_with_the_field_and_allowed_values():
             "checkpoint:=/path/to/checkpoint (bringup --checkpoint), or under /**/videovla_policy: "
             "ros__parameters: checkpoint: in the params file",
         ),
-        "execution_mode": ("request", "parameter execution_mode must be one of ['sync', 'async'], got 'request'"),
+        "execution_mode": ("request", "parameter execution_mode must be one of ['sync', 'async', 'rtc'], got 'request'"),
         "max_instruction_length": (0, "parameter max_instruction_length must be >= 1, got 0"),
         "image_transport": ("theora", "parameter image_transport must be one of ['raw', 'compressed'], got 'theora'"),
         "publish_imagination": (

@@ -59,11 +59,21 @@ class Observation:
     image: (H, W, 3) uint8 RGB camera frame, any size (see `videovla_model.processing.prepare_image`).
     instruction: the language instruction, e.g. "pick up the red cube".
     embodiment_id: which robot the actions are for (one of `PolicyMetadata.embodiment_ids`).
+    action_prefix: real-time chunking (videovla_model.rtc): (P, action_dims) rows, P <= chunk_rows, in robot
+        units and in the answer's own frame: row i is the per-step delta the arm will execute from the target
+        at capture + i * time_step to the one at capture + (i + 1) * time_step, starting from its pose at the
+        image's capture time, exactly as row i of the answer would be (see videovla_ros.realtime_chunking).
+        The answer's first rows then continue what the arm is doing. None: no constraint. Policies that
+        cannot inpaint ignore it.
+    inference_delay_rows: how many leading prefix rows will surely have executed when the answer arrives
+        (kept exactly); the remaining prefix rows are followed with decaying weight.
     """
 
     image: np.ndarray
     instruction: str
     embodiment_id: int = 0
+    action_prefix: np.ndarray | None = None
+    inference_delay_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,29 @@ def validate_observation(observation: Observation, metadata: PolicyMetadata) -> 
     if observation.embodiment_id not in metadata.embodiment_ids:
         raise ValueError(
             f"observation.embodiment_id must be one of {metadata.embodiment_ids}, got {observation.embodiment_id}"
+        )
+    _validate_prefix(observation, metadata)
+
+
+def _validate_prefix(observation: Observation, metadata: PolicyMetadata) -> None:
+    prefix = observation.action_prefix
+    if prefix is None:
+        if observation.inference_delay_rows != 0:
+            raise ValueError("observation.inference_delay_rows must be 0 without an action_prefix")
+        return
+    if not isinstance(prefix, np.ndarray) or prefix.ndim != 2 or prefix.shape[1] != metadata.action_dims:
+        shape = getattr(prefix, "shape", type(prefix).__name__)
+        raise ValueError(f"observation.action_prefix must be a (rows, {metadata.action_dims}) array, got {shape}")
+    if prefix.shape[0] > metadata.chunk_rows:
+        raise ValueError(
+            f"observation.action_prefix must have at most chunk_rows={metadata.chunk_rows} rows, got {prefix.shape[0]}"
+        )
+    if not np.issubdtype(prefix.dtype, np.floating) or not np.all(np.isfinite(prefix)):
+        raise ValueError("observation.action_prefix must hold finite floating-point values")
+    if not 0 <= observation.inference_delay_rows <= prefix.shape[0]:
+        raise ValueError(
+            f"observation.inference_delay_rows must be in [0, {prefix.shape[0]}] (the prefix rows), "
+            f"got {observation.inference_delay_rows}"
         )
 
 

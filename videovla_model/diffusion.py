@@ -18,6 +18,7 @@ from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from videovla_model.component_configs import DiffusionConfig, SamplerName
+from videovla_model.rtc import ActionPrefix, guide_action_velocity, pull_final
 
 Scheduler = CogVideoXDDIMScheduler | CogVideoXDPMScheduler
 
@@ -140,12 +141,14 @@ def sample_loop(
     dtype: torch.dtype,
     generator: torch.Generator | None = None,
     synchronize: Callable[[], None] | None = None,
+    action_prefix: ActionPrefix | None = None,
 ) -> SamplingResult:
     """Denoises video latents and actions jointly from pure noise with `num_inference_steps` scheduler steps.
 
     The sampler state stays float32 between steps (a bfloat16 state would round the small updates of late steps
     away); `denoise` sees it cast to `dtype` and returns the (already guided) velocity predictions. `synchronize`
-    makes per-step timings honest on asynchronous devices. The result is float32.
+    makes per-step timings honest on asynchronous devices. `action_prefix` inpaints the first action rows
+    (real-time chunking, videovla_model.rtc). The result is float32.
     """
     scheduler.set_timesteps(num_inference_steps, device=device)
     video = randn_tensor(video_shape, generator=generator, device=device, dtype=torch.float32)
@@ -160,6 +163,10 @@ def sample_loop(
         video, actions = unpack(scheduler.scale_model_input(sample, t).to(dtype), video_shape, action_shape)
         timestep = t.expand(video_shape[0]).to(device)
         video_velocity, action_velocity = denoise(video, actions, timestep)
+        if action_prefix is not None:
+            alpha_bar = float(scheduler.alphas_cumprod[int(t)])
+            state_actions = unpack(sample, video_shape, action_shape)[1]  # the float32 state, not the cast input
+            action_velocity = guide_action_velocity(state_actions, action_velocity, alpha_bar, action_prefix)
         velocity = pack(video_velocity.float(), action_velocity.float())
         if is_dpm:
             previous_t = timesteps[index - 1] if index > 0 else None
@@ -172,6 +179,8 @@ def sample_loop(
             synchronize()
         step_seconds.append(time.perf_counter() - start)
     video, actions = unpack(sample, video_shape, action_shape)
+    if action_prefix is not None:
+        actions = pull_final(actions, action_prefix)
     return SamplingResult(video_latents=video, actions=actions, step_seconds=step_seconds)
 
 

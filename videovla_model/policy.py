@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import torch
 
     from videovla_model.modeling import VideoVLAModel
+    from videovla_model.rtc import ActionPrefix
 
 POLICY_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -148,6 +149,7 @@ class VideoVLAPolicy:
                 guidance_scale=self.guidance_scale,
                 generator=self._generator,
                 decode_video=False,
+                action_prefix=self._action_prefix(observation),
             )
         readout_start = time.perf_counter()
         normalized = sample.actions[0].cpu().numpy()
@@ -173,6 +175,18 @@ class VideoVLAPolicy:
         with self._lock:
             video = self.model.decode_latents(handle.video_latents)
         return from_model_range(video[0].float().permute(1, 2, 3, 0).cpu().numpy())
+
+    def _action_prefix(self, observation: Observation) -> ActionPrefix | None:
+        """The observation's prefix (robot units) normalised for the sampler, with the soft-mask weights."""
+        import torch
+
+        from videovla_model.rtc import ActionPrefix, prefix_weights
+
+        if observation.action_prefix is None or len(observation.action_prefix) == 0:
+            return None
+        normalized = self.model.normalizer.normalize(observation.action_prefix)
+        weights = prefix_weights(len(normalized), observation.inference_delay_rows)
+        return ActionPrefix(actions=torch.from_numpy(normalized)[None], weights=torch.from_numpy(weights)[None])
 
 
 # The ROS nodes' entry point (what `policy_node`'s `checkpoint` parameter goes through).

@@ -21,6 +21,7 @@ import torch
 
 from videovla_model.component_configs import GuidanceTarget, SamplerName
 from videovla_model.diffusion import DenoiseFn, apply_guidance, build_scheduler, dynamic_guidance_scale, sample_loop
+from videovla_model.rtc import ActionPrefix
 
 if TYPE_CHECKING:
     from videovla_model.modeling import VideoVLAModel
@@ -95,13 +96,15 @@ class SamplingMixin:
         sampler: SamplerName | None = None,
         guidance_target: GuidanceTarget | None = None,
         num_frames: int | None = None,
+        action_prefix: ActionPrefix | None = None,
     ) -> SampleOutput:
         """Imagines the future video and predicts one action chunk per observation.
 
         observation: (B, 3, H, W) in [-1, 1] at the config's image size. instructions: B strings.
         embodiment_ids: (B,) ints (None = all 0). Unset sampling options come from `config.diffusion`;
         guidance_scale 1 runs a single conditional pass. num_frames: imagined video frames (4k + 1), default
-        `config.sample_num_frames`. Returns normalised actions (un-normalise with `self.normalizer`).
+        `config.sample_num_frames`. action_prefix: normalised rows the chunk must start with (real-time chunking,
+        videovla_model.rtc). Returns normalised actions (un-normalise with `self.normalizer`).
         """
         c = self.config
         diffusion = c.diffusion
@@ -110,6 +113,8 @@ class SamplingMixin:
         target = guidance_target if guidance_target is not None else diffusion.guidance_target
         frames = num_frames if num_frames is not None else c.sample_num_frames
         size = self._check_sample_inputs(observation, instructions, steps, scale, target, frames)
+        if action_prefix is not None:
+            action_prefix.check(size, c.chunk_rows, c.action_dims)
         ids = self._check_embodiment_ids(embodiment_ids, size)
         guidance = Guidance(
             scale=scale,
@@ -138,7 +143,16 @@ class SamplingMixin:
         action_shape = (size, c.chunk_rows, c.action_dims)
         scheduler = build_scheduler(diffusion, sampler)
         result = sample_loop(
-            denoise, scheduler, latent_shape, action_shape, steps, self.device, self.dtype, generator, clock.synchronize
+            denoise,
+            scheduler,
+            latent_shape,
+            action_shape,
+            steps,
+            self.device,
+            self.dtype,
+            generator,
+            clock.synchronize,
+            action_prefix,
         )
         clock.lap("denoising")
 

@@ -10,6 +10,9 @@ Publishes:
   ~/target_pose (geometry_msgs/PoseStamped, COMMAND)       every streamed target (also in dry run), for RViz
   chunk_request (std_msgs/Header, COMMAND)                 sync mode: once when enabled and after each chunk's
                                                            execute_rows; stamp = request time
+  rtc_chunk_request (videovla_msgs/ChunkRequest, COMMAND)  rtc mode: when enabled, after each admitted
+                                                           or rejected chunk and on the chunk watchdog; carries
+                                                           the committed motion (videovla_ros.realtime_chunking)
   /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz)     counters of every clamp / rejection / drop, stream
                                                            rate, jitter, idle fraction
   the backend's commands (not in dry run): target_pose + gripper_command, rm_driver, servo or MoveItPy
@@ -26,7 +29,7 @@ rclpy has one); the stream timer runs only while enabled.
 
 Timing: T_{-1} (the anchor of a chunk's deltas) is the end-effector pose at the chunk's header.stamp, looked
 up in the robot state history; row i is due at header.stamp + offset + (i + 1) * time_step (videovla_ros.
-trajectory). In async mode offset = latency_compensation (0: strictly time aligned; rows already due are
+trajectory). In async and rtc modes offset = latency_compensation (0: strictly time aligned; rows already due are
 dropped), and each new chunk is blended into the current motion. In sync mode the arm stood still while the
 policy inferred, so the schedule starts at the chunk's arrival (offset = arrival - stamp), only execute_rows
 rows of the answer to the outstanding request are executed, and the next chunk is requested when they are done.
@@ -46,7 +49,7 @@ from rclpy.node import Node
 from std_msgs.msg import Bool, Header
 from std_srvs.srv import SetBool
 
-from videovla_msgs.msg import ActionChunk
+from videovla_msgs.msg import ActionChunk, ChunkRequest
 from videovla_ros import qos
 from videovla_ros.action_chunk import ChunkRejectedError, TimedChunk, from_msg, ns_to_time
 from videovla_ros.backends import make_backend
@@ -56,6 +59,8 @@ from videovla_ros.chunk_admission import AdmissionLimits, BridgeState, ChunkReje
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
 from videovla_ros.node_runner import run_node
 from videovla_ros.parameters import declare, read
+from videovla_ros.realtime_chunking import DelayEstimate, committed_motion
+from videovla_ros.realtime_chunking import to_msg as rtc_request_msg
 from videovla_ros.safety import (
     ArmState,
     Decision,
@@ -118,12 +123,16 @@ class ArmBridgeNode(Node):
             blend_duration=self.config.blend_duration,
             latency_compensation=self.config.latency_compensation,
         )
+        self._inference_delay = DelayEstimate()
+        self._chunk_time_step = 0.0
 
         self.backend = make_backend(self.config.backend, self, self.config.backend_params)
         self.backend.add_state_callback(self._on_state)
 
         self._target_pub = self.create_publisher(PoseStamped, "~/target_pose", qos.COMMAND)
         self._request_pub = self.create_publisher(Header, "chunk_request", qos.COMMAND)
+        if self.config.execution_mode == "rtc":
+            self._rtc_pub = self.create_publisher(ChunkRequest, "rtc_chunk_request", qos.COMMAND)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos.ACTION_CHUNK)
         self.create_subscription(Bool, "estop", self._on_estop, qos.SAFETY)
@@ -224,6 +233,10 @@ class ArmBridgeNode(Node):
         self._request_ns, self._request_due_ns = None, plan.next_request_ns
         self._book.count("chunks_accepted")
         self._book.set("last_chunk_age_s", (now_ns - chunk.capture_time_ns) / NANOSECONDS_PER_SECOND)
+        if self.config.execution_mode == "rtc":
+            self._inference_delay.update((now_ns - chunk.capture_time_ns) / NANOSECONDS_PER_SECOND)
+            self._chunk_time_step = chunk.time_step
+            self._request_with_motion(now_ns)
         if self.config.dry_run:
             for waypoint in plan.waypoints:
                 self.get_logger().info(
@@ -239,6 +252,8 @@ class ArmBridgeNode(Node):
         self.get_logger().warning(f"rejected {reason}")
         if request_again and self._machine.enabled:
             self._publish_request(now_ns)
+        if self.config.execution_mode == "rtc" and self._machine.enabled:
+            self._request_with_motion(now_ns)
 
     # ---- streaming --------------------------------------------------------------------------------------
 
@@ -314,6 +329,8 @@ class ArmBridgeNode(Node):
             self.get_logger().warning(f"{decision.reason}: holding position until a chunk arrives")
         if self.config.execution_mode == "sync":
             self._publish_request(now_ns)
+        if self.config.execution_mode == "rtc":
+            self._request_with_motion(now_ns)
 
     def _publish_request(self, now_ns: int) -> None:
         self._request_pub.publish(Header(stamp=ns_to_time(now_ns), frame_id=self.config.backend_params.frame_id))
@@ -321,6 +338,21 @@ class ArmBridgeNode(Node):
         self._book.count("chunk_requests")
         # Silence is measured from the request: the policy has chunk_watchdog seconds to answer.
         self._chunk_watchdog.restart(now_ns)
+
+    def _request_with_motion(self, now_ns: int) -> None:
+        """rtc: asks for the next chunk with the motion it will have to continue (caller holds the lock)."""
+        motion = committed_motion(
+            self._motion,
+            now_ns,
+            self._chunk_time_step,
+            self._inference_delay.seconds,
+            self.config.latency_compensation,
+            self.config.backend_params.frame_id,
+        )
+        self._rtc_pub.publish(rtc_request_msg(motion))
+        self._book.count("chunk_requests")
+        self._book.set("rtc_inference_delay_s", self._inference_delay.seconds)
+        self._chunk_watchdog.feed(now_ns)
 
     # ---- state changes ----------------------------------------------------------------------------------
 
@@ -336,6 +368,8 @@ class ArmBridgeNode(Node):
         self._chunk_watchdog.feed(now_ns)
         if self.config.execution_mode == "sync":
             self._publish_request(now_ns)
+        if self.config.execution_mode == "rtc":
+            self._request_with_motion(now_ns)
 
     def _halt(self) -> None:
         """Forget the motion and stop the arm (caller holds the lock)."""

@@ -45,7 +45,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--params-file", type=Path, default=None, help="YAML keyed by node name (default: %(default)s)")
     parser.add_argument("--namespace", default="", help="namespace of all nodes (topics are relative)")
     parser.add_argument("--backend", choices=BACKENDS, default="", help="arm bridge backend (default: from YAML)")
-    parser.add_argument("--execution-mode", choices=EXECUTION_MODES, default="", help="sync or async (both nodes)")
+    parser.add_argument("--execution-mode", choices=EXECUTION_MODES, default="", help="sync, async or rtc (both nodes)")
     parser.add_argument(
         "--checkpoint",
         default="",

@@ -14,7 +14,8 @@
    (reported, never refused).
 6. late: rows already due are dropped; a chunk with every row due is refused.
 In sync mode a refused chunk that answered the outstanding request sets `request_again`: the policy will not
-send another one unless asked. Timing: see the arm bridge's module docstring.
+send another one unless asked. Execution mode rtc is admitted exactly like async: it differs only in how the
+bridge asks for chunks (rtc_chunk_request, with the committed motion). Timing: see the arm bridge's module docstring.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ Execution modes (videovla_ros.execution_mode):
 - "async": infer back-to-back, each time on the newest frame that has not been used yet.
 - "sync": infer once per chunk request, on a frame captured at or after the request's stamp, so the chunk
   starts from the scene the arm has actually reached.
+- "rtc": like sync, the requests being the bridge's real-time-chunking requests (the arm keeps moving).
 In both modes a frame older than `max_image_age` is dropped as stale: acting on an old scene is worse than
 waiting for the next one.
 """
@@ -21,7 +22,7 @@ from enum import Enum
 from typing import Any
 
 from videovla_ros.action_chunk import NANOSECONDS_PER_SECOND
-from videovla_ros.execution_mode import check_execution_mode
+from videovla_ros.execution_mode import REQUEST_DRIVEN_MODES, check_execution_mode
 from videovla_ros.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, check_instruction
 
 
@@ -68,6 +69,7 @@ class InferenceScheduler:
         self, execution_mode: str, max_image_age: float, max_instruction_length: int = DEFAULT_MAX_INSTRUCTION_LENGTH
     ) -> None:
         self.execution_mode = check_execution_mode(execution_mode)
+        self._request_driven = self.execution_mode in REQUEST_DRIVEN_MODES
         if not (math.isfinite(max_image_age) and max_image_age > 0):
             raise ValueError(f"max_image_age must be a positive number of seconds, got {max_image_age}")
         if max_instruction_length < 1:
@@ -128,9 +130,9 @@ class InferenceScheduler:
 
     @property
     def waiting_for_request(self) -> bool:
-        """Sync mode with no chunk request pending (the bridge has not asked, or is executing a chunk)."""
+        """Sync (or rtc) mode with no chunk request pending (the bridge has not asked, or is executing a chunk)."""
         with self._lock:
-            return self.execution_mode == "sync" and self._request_time_ns is None
+            return self._request_driven and self._request_time_ns is None
 
     def is_current(self, job: InferenceJob) -> bool:
         """Whether `job`'s instruction is still the one in force."""
@@ -141,13 +143,13 @@ class InferenceScheduler:
     def take_job(self, now_ns: int) -> InferenceJob | Wait:
         """The next inference to run at ROS time `now_ns`, or why there is none.
 
-        Consumes the frame (each frame is used once) and, in sync mode, the request. A stale frame is
+        Consumes the frame (each frame is used once) and, in sync and rtc modes, the request. A stale frame is
         consumed too, and reported as Wait.STALE_FRAME so the caller can count it.
         """
         with self._lock:
             if not self._instruction:
                 return Wait.NO_INSTRUCTION
-            if self.execution_mode == "sync" and self._request_time_ns is None:
+            if self._request_driven and self._request_time_ns is None:
                 return Wait.NO_REQUEST
             frame = self._frame
             if frame is None:
@@ -155,7 +157,7 @@ class InferenceScheduler:
             if now_ns - frame.capture_time_ns > self.max_image_age_ns:
                 self._frame = None
                 return Wait.STALE_FRAME
-            if self.execution_mode == "sync":
+            if self._request_driven:
                 assert self._request_time_ns is not None
                 if frame.capture_time_ns < self._request_time_ns:
                     # Captured before the arm finished the last chunk; the next frame will show where it is.

@@ -11,6 +11,9 @@ Subscriptions (relative names):
     <camera_topic>/compressed (sensor_msgs/CompressedImage, QoS CAMERA) when image_transport = "compressed"
     instruction (std_msgs/String, QoS INSTRUCTION, latched): sets the instruction; preempts a running goal
     chunk_request (std_msgs/Header, QoS COMMAND): with execution_mode = "sync", one inference per request
+    rtc_chunk_request (videovla_msgs/ChunkRequest, QoS COMMAND): with execution_mode = "rtc", one inference per
+        request, which also carries the arm's committed motion; the answer continues it (real-time chunking:
+        videovla_ros.realtime_chunking, videovla_model.rtc)
 Publishers:
     action_chunk (videovla_msgs/ActionChunk, QoS ACTION_CHUNK): header.stamp = capture stamp of the image the
         chunk was predicted from; row i holds the per-step delta to the target reached (i + 1) * time_step
@@ -19,8 +22,8 @@ Publishers:
     imagination/frame (sensor_msgs/Image rgb8, QoS IMAGINATION): imagined frames one by one, at their period
     imagination/clip (videovla_msgs/VideoClip, QoS IMAGINATION)
     /diagnostics (diagnostic_msgs/DiagnosticArray): counters chunks_published, chunks_discarded,
-        dropped_frames_stale, dropped_frames_unparseable, rejected_instructions, rejected_goals, inference_errors,
-        imagination_errors;
+        dropped_frames_stale, dropped_frames_unparseable, rejected_instructions, rejected_goals, rejected_rtc_requests,
+        inference_errors, imagination_errors;
         gauges inference_time_last/_mean, ros_overhead_last/_mean (image receipt to chunk publish minus
         inference), chunk_rate_hz, policy_load_time, instruction (bounded); the status message names what is
         missing (configuration, activation, camera images on the image topic, an instruction)
@@ -67,7 +70,7 @@ from videovla_model.contract import (
 )
 from videovla_model.devices import check_device  # torch is imported when it is called
 from videovla_msgs.action import ExecuteInstruction
-from videovla_msgs.msg import ActionChunk, VideoClip
+from videovla_msgs.msg import ActionChunk, ChunkRequest, VideoClip
 from videovla_ros import qos
 from videovla_ros.action_chunk import TimedChunk, time_to_ns, to_msg
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
@@ -88,6 +91,8 @@ from videovla_ros.metrics import RateMeter, RepeatFilter, RunningStats
 from videovla_ros.node_runner import run_node
 from videovla_ros.policy_factory import POLICY_SOURCES, PolicyFactory, make_policy
 from videovla_ros.policy_status import PolicyActivity, policy_status
+from videovla_ros.realtime_chunking import MotionSlot, Prefix, prefix_for_capture
+from videovla_ros.realtime_chunking import from_msg as rtc_request_from_msg
 
 NODE_NAME = "videovla_policy"
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
@@ -245,6 +250,7 @@ class PolicyNode(LifecycleNode):
         self._active_subscriptions: list[Subscription] = []
         self._active_timers: list[Timer] = []
         self._wakeup: GuardCondition | None = None
+        self._rtc_motion = MotionSlot()
 
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         # Diagnostics run in every lifecycle state, so their period is read once, at construction.
@@ -328,6 +334,16 @@ class PolicyNode(LifecycleNode):
                     Header, "chunk_request", self._on_chunk_request, qos.COMMAND, callback_group=self._input_group
                 )
             )
+        elif params.execution_mode == "rtc":
+            self._active_subscriptions.append(
+                self.create_subscription(
+                    ChunkRequest,
+                    "rtc_chunk_request",
+                    self._on_rtc_request,
+                    qos.COMMAND,
+                    callback_group=self._input_group,
+                )
+            )
         self._active_timers = [
             self.create_timer(HOUSEKEEPING_PERIOD, self._housekeeping, callback_group=self._housekeeping_group)
         ]
@@ -380,6 +396,7 @@ class PolicyNode(LifecycleNode):
             self.destroy_guard_condition(self._wakeup)
             self._wakeup = None
         self._playback.clear()
+        self._rtc_motion.take()
         if self.scheduler is not None:
             self.scheduler.reset()
         if was_active:
@@ -438,6 +455,34 @@ class PolicyNode(LifecycleNode):
             self.scheduler.request(time_to_ns(msg.stamp))
             self._wake()
 
+    def _on_rtc_request(self, msg: ChunkRequest) -> None:
+        params = self.params
+        try:
+            motion = rtc_request_from_msg(msg)
+            if params is not None and motion.frame_id != params.frame_id:
+                raise ValueError(
+                    f"header.frame_id {motion.frame_id[:64]!r} differs from the policy's frame_id {params.frame_id!r}"
+                )
+        except ValueError as error:
+            self.diagnostics.count("rejected_rtc_requests")
+            self._log_repeated(self._error_log, f"rejected request on 'rtc_chunk_request': {error}")
+            return
+        self._rtc_motion.put(motion)
+        self._on_chunk_request(msg.header)
+
+    def _rtc_prefix(self, capture_time_ns: int, metadata: PolicyMetadata) -> Prefix | None:
+        """The rows the answer to the pending rtc request must start with (None: no request or nothing to keep)."""
+        motion = self._rtc_motion.take()
+        if motion is None:
+            return None
+        try:
+            return prefix_for_capture(
+                motion, capture_time_ns, metadata.chunk_rows, metadata.time_step, metadata.action_dim_names
+            )
+        except ValueError as error:
+            self._log_repeated(self._error_log, f"real-time chunking off for this chunk: {error}")
+            return None
+
     def _on_instruction(self, msg: String) -> None:
         scheduler = self.scheduler
         if scheduler is None:
@@ -490,7 +535,14 @@ class PolicyNode(LifecycleNode):
         decode = should_decode(
             params.publish_imagination, outputs.imagination_subscribers, next_sequence, params.imagination_every
         )
-        observation = Observation(image=image, instruction=job.instruction, embodiment_id=params.embodiment_id)
+        prefix = self._rtc_prefix(job.frame.capture_time_ns, metadata)
+        observation = Observation(
+            image=image,
+            instruction=job.instruction,
+            embodiment_id=params.embodiment_id,
+            action_prefix=None if prefix is None else prefix.actions,
+            inference_delay_rows=0 if prefix is None else prefix.inference_delay_rows,
+        )
         start = time.monotonic_ns()
         try:
             output = policy.infer(observation, imagine=decode)

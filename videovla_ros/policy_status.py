@@ -42,5 +42,5 @@ def policy_status(activity: PolicyActivity, now_ns: int) -> tuple[bytes, str]:
     if not activity.instruction:
         return DiagnosticStatus.WARN, "no instruction: publish one on 'instruction' or send an execute_instruction goal"
     if activity.waiting_for_request:
-        return DiagnosticStatus.OK, "waiting for a chunk request from the arm bridge (execution_mode sync)"
+        return DiagnosticStatus.OK, "waiting for a chunk request from the arm bridge (execution_mode sync or rtc)"
     return DiagnosticStatus.OK, "publishing chunks"
