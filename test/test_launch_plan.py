@@ -67,7 +67,10 @@ def test_sim_gives_the_bridge_the_pose_stream_backend_and_the_sim_workspace():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"execution_mode": "request"}, "execution_mode must be one of ['sync', 'async', 'rtc'] or empty, got 'request'"),
+        (
+            {"execution_mode": "request"},
+            "execution_mode must be one of ['sync', 'async', 'rtc'] or empty, got 'request'",
+        ),
         ({"backend": "ur"}, "backend must be one of ['realman', 'servo', 'moveit_py', 'pose_stream'] or empty"),
         ({"sim": True, "backend": "realman"}, "sim speaks pose_stream, so backend must be pose_stream or empty"),
         ({"params_file": Path("/no/such.yaml")}, "params_file must be an existing YAML file, got '/no/such.yaml'"),

@@ -555,7 +555,10 @@ def test_parameters_are_validated_with_the_field_and_allowed_values():
             "checkpoint:=/path/to/checkpoint (bringup --checkpoint), or under /**/videovla_policy: "
             "ros__parameters: checkpoint: in the params file",
         ),
-        "execution_mode": ("request", "parameter execution_mode must be one of ['sync', 'async', 'rtc'], got 'request'"),
+        "execution_mode": (
+            "request",
+            "parameter execution_mode must be one of ['sync', 'async', 'rtc'], got 'request'",
+        ),
         "max_instruction_length": (0, "parameter max_instruction_length must be >= 1, got 0"),
         "image_transport": ("theora", "parameter image_transport must be one of ['raw', 'compressed'], got 'theora'"),
         "publish_imagination": (
