@@ -27,6 +27,7 @@ import rclpy
 import ros_process
 from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy._rclpy_pybind11 import InvalidHandle
 from rclpy.action import ActionClient
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
@@ -155,7 +156,18 @@ def running_policy(
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 2, context=context)
     executor.add_node(node)
     executor.add_node(harness.peer)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    stopping = threading.Event()
+
+    def spin() -> None:
+        # rclpy's executor shutdown destroys its guard condition while a handler it already queued may still
+        # trigger it; that InvalidHandle during teardown is rclpy's race, not the node's failure.
+        try:
+            executor.spin()
+        except InvalidHandle:
+            if not stopping.is_set():
+                raise
+
+    spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
     try:
         if activate:
@@ -164,6 +176,7 @@ def running_policy(
         yield harness
     finally:
         harness.streaming = False
+        stopping.set()
         executor.shutdown()
         spinner.join(timeout=10)
         node.destroy_node()

@@ -96,7 +96,9 @@ class SimTeleop(Node):
         self.create_subscription(String, "recorder/status", self._on_status, 10)
         self._frames = 0
         self.create_subscription(Image, "image_raw", self._on_frame, qos.CAMERA)
-        self.history = PoseHistory(duration_s=5.0, max_extrapolation_s=0.5)
+        # A simulated arm on a loaded machine can publish its pose a second late; the chunk is still anchored
+        # at the newest pose, as the bridge would hold it, rather than the teleoperation giving up.
+        self.history = PoseHistory(duration_s=5.0, max_extrapolation_s=2.0)
         self.create_subscription(PoseStamped, "ee_pose", self._on_pose, qos.ROBOT_STATE)
         self.reset_client = self.create_client(Trigger, "sim_arm/reset")
         self.enable_client = self.create_client(SetBool, "arm_bridge/enable")
