@@ -359,7 +359,7 @@ class SimArmNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(SimArmNode, NODE_NAME, args)
+    run_node(SimArmNode, NODE_NAME, args, num_threads=1)
 
 
 if __name__ == "__main__":
