@@ -82,7 +82,9 @@ def test_bad_arguments_give_exit_code_2(checkpoint, capsys):
 
 
 def test_a_dead_policy_node_leaves_the_simulated_arm_held_still(checkpoint):
-    config = EvalConfig(checkpoint=str(checkpoint), namespace="stall_test", chunk_watchdog=1.0)
+    # A generous state watchdog: a loaded machine can delay the simulated arm's state by more than the default
+    # 0.5 s, and this test is about the chunk watchdog stopping the arm when the policy dies.
+    config = EvalConfig(checkpoint=str(checkpoint), namespace="stall_test", chunk_watchdog=1.0, state_watchdog=3.0)
     with SimulatedSystem(config) as system:
         system.start_task("pick", 0)
         probe, bridge = system.probe, system.bridge

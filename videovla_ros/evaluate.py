@@ -122,6 +122,7 @@ class EvalConfig:
     guidance_scale: float = -1.0
     real_time_factor: float = 1.0
     chunk_watchdog: float = 0.0
+    state_watchdog: float = 0.0
     max_chunk_age: float = 4.0
     stream_rate_hz: float = 25.0
     # A 9-frame imagination spans 0.8 s, about three sync-mode chunks of 3 rows: every third one covers the video.
@@ -154,8 +155,9 @@ class EvalConfig:
             )
         if not self.stream_rate_hz > 0:
             raise ValueError(f"stream_rate_hz must be > 0 Hz, got {self.stream_rate_hz}")
-        if self.chunk_watchdog < 0:
-            raise ValueError(f"chunk_watchdog must be >= 0 s (0 = the params file's), got {self.chunk_watchdog}")
+        for name in ("chunk_watchdog", "state_watchdog"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 s (0 = the params file's), got {getattr(self, name)}")
         if self.imagination_every < 1:
             raise ValueError(f"imagination_every must be >= 1 chunk, got {self.imagination_every}")
 
@@ -375,8 +377,9 @@ class SimulatedSystem:
             # ran at 0.2x real time), so the evaluation streams at a rate the shared interpreter sustains.
             Parameter("stream_rate_hz", value=self.config.stream_rate_hz),
         ]
-        if self.config.chunk_watchdog > 0:
-            parameters.append(Parameter("chunk_watchdog", value=self.config.chunk_watchdog))
+        for name in ("chunk_watchdog", "state_watchdog"):
+            if getattr(self.config, name) > 0:
+                parameters.append(Parameter(name, value=getattr(self.config, name)))
         return parameters
 
     def start_task(self, task: str, seed: int) -> None:
