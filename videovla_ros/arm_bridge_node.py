@@ -334,7 +334,10 @@ class ArmBridgeNode(Node):
 
     def _publish_request(self, now_ns: int) -> None:
         self._request_pub.publish(Header(stamp=ns_to_time(now_ns), frame_id=self.config.backend_params.frame_id))
-        self._request_ns = now_ns
+        if self._request_ns is None:
+            # A repeated request (the chunk watchdog's) keeps the first one's stamp: a policy slower than the
+            # watchdog is still answering that one, and its answer must not be rejected as a stray.
+            self._request_ns = now_ns
         self._book.count("chunk_requests")
         # Silence is measured from the request: the policy has chunk_watchdog seconds to answer.
         self._chunk_watchdog.restart(now_ns)

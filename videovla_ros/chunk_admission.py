@@ -60,7 +60,7 @@ class BridgeState:
 
     motion: what the arm is streaming now (None: nothing yet).
     last_capture_ns: capture stamp of the last accepted chunk.
-    request_ns: stamp of the outstanding chunk request (sync mode); None while none is outstanding.
+    request_ns: stamp of the first outstanding chunk request (sync mode); None while none is outstanding.
     """
 
     history: PoseHistory
