@@ -27,12 +27,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from videovla_model.latent_cache import sampled_weights_hash
+from videovla_model.latent_cache import FINGERPRINT_NAME, read_matching_fingerprint, sampled_weights_hash
 
 logger = logging.getLogger("videovla.instruction_cache")
 
 EMBEDDINGS_NAME = "instruction_embeddings.safetensors"
-FINGERPRINT_NAME = "cache.json"
 FORMAT_VERSION = 1
 # Instructions are echoed in errors; a long one is cut so a log line stays bounded.
 SHOWN_CHARACTERS = 80
@@ -86,17 +85,8 @@ class InstructionTable:
 def open_cache(folder: str | Path, fingerprint: dict[str, Any]) -> InstructionTable | None:
     """The table in `folder` if it is complete and was built for `fingerprint`, else None (logged why)."""
     folder = Path(folder)
-    marker = folder / FINGERPRINT_NAME
-    if not marker.is_file():
-        return None
-    try:
-        saved = json.loads(marker.read_text())
-    except json.JSONDecodeError:
-        logger.info("instruction cache %s: unreadable %s, rebuilding it", folder, FINGERPRINT_NAME)
-        return None
-    changed = sorted(key for key in set(saved) | set(fingerprint) if saved.get(key) != fingerprint.get(key))
-    if changed:
-        logger.info("instruction cache %s was built for other inputs (%s), rebuilding it", folder, ", ".join(changed))
+    saved = read_matching_fingerprint(folder, fingerprint, "instruction cache")
+    if saved is None:
         return None
     tensors = load_file(str(folder / EMBEDDINGS_NAME))
     return InstructionTable({prompt: tensors[str(i)] for i, prompt in enumerate(saved["instructions"])})

@@ -82,6 +82,22 @@ def cache_fingerprint(
     }
 
 
+def read_matching_fingerprint(folder: Path, fingerprint: dict[str, Any], what: str) -> dict[str, Any] | None:
+    """The fingerprint saved in `folder` if it equals `fingerprint`; else None, with the reason logged."""
+    marker = folder / FINGERPRINT_NAME
+    if not marker.is_file():
+        return None
+    try:
+        saved = json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        logger.info("%s %s: unreadable %s, rebuilding it", what, folder, FINGERPRINT_NAME)
+        return None
+    if changed := _differences(saved, fingerprint):
+        logger.info("%s %s was built for other inputs (%s), rebuilding it", what, folder, ", ".join(changed))
+        return None
+    return saved
+
+
 def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     keys = sorted(set(saved) | set(wanted))
     changed = []
@@ -113,17 +129,7 @@ class LatentCache:
     def open(cls, folder: str | Path, fingerprint: dict[str, Any]) -> LatentCache | None:
         """The cache in `folder` if it is complete and was built for `fingerprint`, else None (logged why)."""
         folder = Path(folder)
-        marker = folder / FINGERPRINT_NAME
-        if not marker.is_file():
-            return None
-        try:
-            saved = json.loads(marker.read_text())
-        except json.JSONDecodeError:
-            logger.info("latent cache %s: unreadable %s, rebuilding it", folder, FINGERPRINT_NAME)
-            return None
-        changed = _differences(saved, fingerprint)
-        if changed:
-            logger.info("latent cache %s was built for other inputs (%s), rebuilding it", folder, ", ".join(changed))
+        if read_matching_fingerprint(folder, fingerprint, "latent cache") is None:
             return None
         return cls(folder, np.load(folder / MEAN_NAME, mmap_mode="r"), np.load(folder / STD_NAME, mmap_mode="r"))
 

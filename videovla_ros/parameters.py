@@ -12,9 +12,11 @@ file: `realman.prefix` is written
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
@@ -102,3 +104,20 @@ def declare(node: Node, specs: Sequence[Spec]) -> None:
 def read(node: Node, specs: Sequence[Spec]) -> dict[str, ParameterValue]:
     """The node's values of `specs` (declared with `declare`), checked."""
     return check_values(specs, {spec.name: node.get_parameter(spec.name).value for spec in specs})
+
+
+_Parameters = TypeVar("_Parameters")
+
+
+def dataclass_from_values(cls: type[_Parameters], values: Mapping[str, Any]) -> _Parameters:
+    """A node's parameter dataclass from ROS values, each type-checked against its field's default (an int is
+    accepted as a float, since YAML writes `1` for 1.0)."""
+    typed = {}
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        value, kind = values[spec.name], type(spec.default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not kind:
+            raise ValueError(f"parameter {spec.name} must be of type {kind.__name__}, got {value!r}")
+        typed[spec.name] = value
+    return cls(**typed)

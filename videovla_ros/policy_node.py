@@ -89,6 +89,7 @@ from videovla_ros.inference_scheduler import Frame, InferenceJob, InferenceSched
 from videovla_ros.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, bounded
 from videovla_ros.metrics import RateMeter, RepeatFilter, RunningStats
 from videovla_ros.node_runner import run_node
+from videovla_ros.parameters import dataclass_from_values
 from videovla_ros.policy_factory import POLICY_SOURCES, PolicyFactory, make_policy
 from videovla_ros.policy_status import PolicyActivity, policy_status
 from videovla_ros.realtime_chunking import MotionSlot, Prefix, prefix_for_capture
@@ -180,15 +181,7 @@ class PolicyNodeParameters:
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> PolicyNodeParameters:
         """Parameters from ROS values, type-checked by each field's default (an int is accepted as a float)."""
-        typed = {}
-        for spec in dataclasses.fields(cls):
-            value, kind = values[spec.name], type(spec.default)
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if type(value) is not kind:
-                raise ValueError(f"parameter {spec.name} must be of type {kind.__name__}, got {value!r}")
-            typed[spec.name] = value
-        return cls(**typed)
+        return dataclass_from_values(cls, values)
 
     @property
     def image_topic(self) -> str:

@@ -55,6 +55,7 @@ from videovla_ros.backends.base import pose_from_msg
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
 from videovla_ros.image_conversion import check_image_msg, compressed_msg_to_rgb, image_msg_to_rgb
 from videovla_ros.node_runner import run_node
+from videovla_ros.parameters import dataclass_from_values
 from videovla_ros.recorder_session import Outcome, RecorderSession, SessionConfig, min_free_bytes
 
 NODE_NAME = "recorder"
@@ -121,15 +122,7 @@ class RecorderNodeParameters:
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> RecorderNodeParameters:
         """Parameters from ROS values, type-checked by each field's default (an int is accepted as a float)."""
-        typed = {}
-        for spec in dataclasses.fields(cls):
-            value, kind = values[spec.name], type(spec.default)
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if type(value) is not kind:
-                raise ValueError(f"parameter {spec.name} must be of type {kind.__name__}, got {value!r}")
-            typed[spec.name] = value
-        return cls(**typed)
+        return dataclass_from_values(cls, values)
 
     @property
     def image_topic(self) -> str:
