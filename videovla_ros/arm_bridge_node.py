@@ -283,12 +283,16 @@ class ArmBridgeNode(Node):
     def _on_stream_error(self, error: BaseException) -> None:
         """A tick raised (a bug): the arm is stopped and disabled, the node keeps serving, the error is reported."""
         reason = f"command stream failed: {type(error).__name__}: {str(error)[:200]}"
+        stop_failure = ""
         with self._lock:
             self._book.count("stream_errors")
             self._machine.disable(reason)
-            self._halt()
+            try:
+                self._halt()
+            except Exception as stop_error:  # the backend that failed may fail to stop too; the error is reported
+                stop_failure = f"; the stop command failed too: {type(stop_error).__name__}: {str(stop_error)[:200]}"
             self._update_status()
-        self.get_logger().error(f"{reason}; arm stopped and disabled")
+        self.get_logger().error(f"{reason}; arm disabled{stop_failure or ' and stopped'}")
 
     def _stream(self, now_ns: int, tick_ns: int) -> None:
         """Samples the motion, limits its speed and sends it (caller holds the lock)."""
@@ -415,7 +419,8 @@ class ArmBridgeNode(Node):
 
     def destroy_node(self) -> None:
         """Ends the stream thread first: it must not publish through a destroyed node."""
-        self._streamer.close()
+        if hasattr(self, "_streamer"):  # absent when the constructor failed (a bad parameter)
+            self._streamer.close()
         super().destroy_node()
 
     def _update_status(self) -> None:

@@ -36,7 +36,7 @@ class PeriodicThread:
     Starts paused. `resume()` starts a new grid whose first tick is one period later (as an rclpy timer's
     reset); `pause()` stops ticking (a tick already running finishes: the callback must check its own state);
     `close()` ends the thread. A tick that raises is passed to `on_error` and the loop pauses, so a bug in the
-    tick cannot leave the thread dead while its owner believes it streams.
+    tick cannot leave the thread dead while its owner believes it streams; `on_error` itself must not raise.
     """
 
     def __init__(
