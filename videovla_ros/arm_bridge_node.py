@@ -70,7 +70,7 @@ from videovla_ros.safety import (
     EnableStateMachine,
     Watchdog,
     enable_preconditions,
-    limit_speed,
+    stream_command,
 )
 from videovla_ros.trajectory import (
     DELTA_DIMS,
@@ -81,7 +81,6 @@ from videovla_ros.trajectory import (
     Pose,
     PoseHistory,
     StreamStats,
-    rotation_angle,
     settle,
 )
 
@@ -300,19 +299,14 @@ class ArmBridgeNode(Node):
             return
         self._motion = settle(self._motion, now_ns)
         target = self._motion.sample(now_ns)
-        command, reason = target, None
-        if self._last_command is not None and self._last_sample_ns is not None:
-            # The same clock as the motion's samples, so the allowed step matches the time the motion advanced.
-            dt = min(now_ns - self._last_sample_ns, MAX_TICK_PERIODS * self._period_ns) / NANOSECONDS_PER_SECOND
-            command, reason = limit_speed(self._last_command, target, dt, self.config.limits)
+        # The same clock as the motion's samples, so the allowed step matches the time the motion advanced.
+        elapsed_ns = now_ns - (self._last_sample_ns if self._last_sample_ns is not None else now_ns)
+        dt = min(elapsed_ns, MAX_TICK_PERIODS * self._period_ns) / NANOSECONDS_PER_SECOND
+        command, reason, idle = stream_command(self._last_command, target, dt, self.config.limits)
         self._speed_limited = reason is not None
         if reason is not None:
             self._book.count("stream_speed_limited")
             self.get_logger().warning(f"speed limit: {reason}", throttle_duration_sec=1.0)
-        idle = self._last_command is not None and (
-            float(np.linalg.norm(command.position - self._last_command.position)) < 1e-7
-            and rotation_angle(command.quaternion, self._last_command.quaternion) < 1e-6
-        )
         self._stats.record(tick_ns, idle)
         self._last_command, self._last_sample_ns = command, now_ns
 

@@ -182,6 +182,24 @@ def limit_speed(previous: Pose, target: Pose, dt: float, limits: SafetyLimits) -
     return Pose.make(position, quaternion), "; ".join(reasons)
 
 
+def stream_command(
+    previous: Pose | None, target: Pose, dt: float, limits: SafetyLimits
+) -> tuple[Pose, str | None, bool]:
+    """The command to stream for `target` after `previous` (None: the first command): speed-limited over dt [s],
+    the reason when it was limited, and whether it stands still (idle). A held pose (the same object again) is
+    answered without arithmetic: a held arm is streamed to 100 times a second."""
+    if previous is None:
+        return target, None, False
+    if target is previous:
+        return target, None, True
+    command, reason = limit_speed(previous, target, dt, limits)
+    idle = (
+        float(np.linalg.norm(command.position - previous.position)) < 1e-7
+        and rotation_angle(command.quaternion, previous.quaternion) < 1e-6
+    )
+    return command, reason, idle
+
+
 def gripper_command(value: float, limits: SafetyLimits) -> tuple[float, str | None]:
     """Binary gripper command (0 closed, 1 open) from a policy value; out-of-range values are reported."""
     reason = None
