@@ -53,7 +53,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--sim", action="store_true", help="add the simulated arm (the bridge then streams poses)")
     parser.add_argument("--no-bridge", action="store_true", help="start no arm bridge")
-    parser.add_argument("--dry-run", action="store_true", help="the bridge computes targets but commands nothing")
+    parser.add_argument(
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the bridge computes targets but commands nothing (default: from YAML)",
+    )
     parser.add_argument("--autostart", action="store_true", help="configure and activate the policy node")
     parser.add_argument("--record", action="store_true", help="add the recorder node (demonstrations)")
     parser.add_argument("--dataset", default="", help="the recorder's dataset folder (default: from YAML)")
