@@ -209,6 +209,10 @@ def gripper_command(value: float, limits: SafetyLimits) -> tuple[float, str | No
     return (1.0 if value >= limits.gripper_threshold else 0.0), reason
 
 
+# Checked on every stream tick: one shared (immutable) answer instead of a new one 100 times a second.
+_HEARD = Decision.allow()
+
+
 class Watchdog:
     """Trips once when `feed` has not been called for `timeout_s` while armed; re-arms on the next feed.
 
@@ -245,10 +249,10 @@ class Watchdog:
     def check(self, now_ns: int) -> Decision:
         """Denies exactly once per silence (the edge); allows otherwise, including while already tripped."""
         if self._last_ns is None or self._tripped:
-            return Decision.allow()
+            return _HEARD
         silence = now_ns - self._last_ns
         if silence <= self._timeout_ns:
-            return Decision.allow()
+            return _HEARD
         self._tripped = True
         self.silences += 1
         shown, limit = exceeding(silence / NANOSECONDS_PER_SECOND, self._timeout_ns / NANOSECONDS_PER_SECOND)

@@ -14,9 +14,9 @@ from rclpy.node import Node
 from std_msgs.msg import Float64
 
 from videovla_ros import qos
-from videovla_ros.action_chunk import ns_to_time, time_to_ns
+from videovla_ros.action_chunk import time_to_ns
 from videovla_ros.backends.base import ArmBackend, BackendParams, pose_from_msg, pose_stamped
-from videovla_ros.trajectory import Pose
+from videovla_ros.trajectory import NANOSECONDS_PER_SECOND, Pose
 
 EE_POSE_TOPIC = "ee_pose"
 TARGET_POSE_TOPIC = "target_pose"
@@ -66,7 +66,8 @@ class PoseStreamBackend(EePoseState):
         if self._sent is None or self._sent[0] is not pose:
             self._sent = (pose, pose_stamped(pose, stamp_ns, self.params.frame_id))
         else:
-            self._sent[1].header.stamp = ns_to_time(stamp_ns)
+            stamp = self._sent[1].header.stamp
+            stamp.sec, stamp.nanosec = divmod(stamp_ns, NANOSECONDS_PER_SECOND)
         self._target.publish(self._sent[1])
 
     def send_gripper(self, opening: float) -> None:
