@@ -16,7 +16,11 @@ from ros_process import wait_for
 
 from videovla_model.configuration import VideoVLAConfig
 from videovla_model.modeling import VideoVLAModel
-from videovla_ros.evaluate import EvalConfig, EvalProbe, SimulatedSystem, demo, enable_bridge, main
+from videovla_ros.eval_config import EvalConfig
+from videovla_ros.eval_probe import EvalProbe
+from videovla_ros.evaluate import demo, enable_bridge
+from videovla_ros.evaluate_cli import main
+from videovla_ros.simulated_system import SimulatedSystem
 
 
 @pytest.fixture(scope="module")
