@@ -1,23 +1,26 @@
-"""The generated command lines: every `videovla-train` / `videovla-eval` / `videovla-demo` command the READMEs show
-still parses, and each flag it gives lands in the config field of that name."""
+"""The generated command lines: every `videovla-train(-vae)` / `videovla-eval` / `videovla-demo` command shown in
+the READMEs still parses, and each flag it gives lands in the config field of that name."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from videovla_model.cli import parse
 from videovla_model.train_cli import LATEST, parse_args
+from videovla_model.train_vae import videovla_train_vae
 from videovla_model.training_config import TrainingConfig
 from videovla_ros.eval_config import DEFAULT_CHECKPOINT, DemoConfig, EvalConfig
 from videovla_ros.evaluate_cli import demo_main, main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = (ROOT / "README.md", ROOT / "checkpoints" / "videovla-sim-small" / "README.md")
-COMMANDS = ("videovla-train", "videovla-eval", "videovla-demo")
+COMMANDS = ("videovla-train-vae", "videovla-train", "videovla-eval", "videovla-demo")
 # Flags named differently from their field.
 FIELD_OF_FLAG = {"config": "model_config"}
 
@@ -49,7 +52,7 @@ DOCUMENTED = _documented_commands()
 
 def _completed(command: str, arguments: list[str]) -> list[str]:
     """A fragment such as `videovla-train --latent-cache ...` with the flags it leaves out filled in."""
-    if command != "videovla-train":
+    if command not in ("videovla-train", "videovla-train-vae"):
         return arguments
     missing = [flag for flag in ("--dataset", "--output") if flag not in arguments]
     filled = [token for flag in missing for token in (flag, "PLACEHOLDER")]
@@ -86,7 +89,8 @@ def _check_fields(config: object, flags: dict[str, list[str]]) -> None:
 
 def test_the_readmes_show_the_commands_this_test_checks():
     counts = {command: sum(found == command for _, found, _ in DOCUMENTED) for command in COMMANDS}
-    assert counts["videovla-train"] >= 10 and counts["videovla-eval"] >= 4 and counts["videovla-demo"] >= 1, counts
+    assert counts["videovla-train"] >= 10 and counts["videovla-eval"] >= 4, counts
+    assert counts["videovla-demo"] >= 1 and counts["videovla-train-vae"] >= 2, counts
 
 
 @pytest.mark.parametrize(
@@ -98,6 +102,9 @@ def test_a_documented_command_parses_into_the_fields_it_names(document, command,
     if command == "videovla-train":
         config, resume = parse_args(arguments)
         assert resume == (LATEST if flags.pop("resume", None) == [] else None)
+    elif command == "videovla-train-vae":
+        parsed = parse(videovla_train_vae, arguments, prog=command)
+        config = SimpleNamespace(**dataclasses.asdict(parsed.training), **parsed._asdict())
     else:
         config_type = EvalConfig if command == "videovla-eval" else DemoConfig
         config = parse(config_type, arguments, prog=command)
