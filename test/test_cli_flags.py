@@ -1,5 +1,5 @@
-"""The generated command lines: every `videovla-train(-vae)` / `videovla-eval` / `videovla-demo` command shown in
-the READMEs still parses, and each flag it gives lands in the config field of that name."""
+"""The generated command lines: every `videovla-train(-vae)`, `videovla-eval`, `videovla-demo` and `videovla-collect`
+command shown in the READMEs still parses, and each flag it gives lands in the config field of that name."""
 
 from __future__ import annotations
 
@@ -17,22 +17,24 @@ from videovla_model.train_vae import videovla_train_vae
 from videovla_model.training_config import TrainingConfig
 from videovla_ros.eval_config import DEFAULT_CHECKPOINT, DemoConfig, EvalConfig
 from videovla_ros.evaluate_cli import demo_main, main
+from videovla_sim.collect import CollectConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = (ROOT / "README.md", ROOT / "checkpoints" / "videovla-sim-small" / "README.md")
-COMMANDS = ("videovla-train-vae", "videovla-train", "videovla-eval", "videovla-demo")
+COMMANDS = ("videovla-train-vae", "videovla-train", "videovla-eval", "videovla-demo", "videovla-collect")
 # Flags named differently from their field.
 FIELD_OF_FLAG = {"config": "model_config"}
 
 
 def _code_snippets(text: str) -> list[str]:
-    """Fenced code lines (backslash continuations joined) and inline code spans (which may wrap lines)."""
+    """Fenced and indented code lines (backslash continuations joined) and inline code spans (which may wrap)."""
     snippets: list[str] = []
     for index, block in enumerate(re.split(r"^```.*$", text, flags=re.MULTILINE)):
         if index % 2 == 1:
             snippets += re.sub(r"\\\n\s*", " ", block).splitlines()
         else:
             snippets += [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", block)]
+            snippets += re.findall(r"^ {4}(\S.*)$", block, flags=re.MULTILINE)  # indented code blocks
     return snippets
 
 
@@ -52,11 +54,14 @@ DOCUMENTED = _documented_commands()
 
 def _completed(command: str, arguments: list[str]) -> list[str]:
     """A fragment such as `videovla-train --latent-cache ...` with the flags it leaves out filled in."""
-    if command not in ("videovla-train", "videovla-train-vae"):
+    required = {"videovla-train": ("--dataset", "--output"), "videovla-train-vae": ("--dataset", "--output")}
+    if command == "videovla-collect":
+        required[command] = ("--output",)
+    if command not in required:
         return arguments
-    missing = [flag for flag in ("--dataset", "--output") if flag not in arguments]
+    missing = [flag for flag in required[command] if flag not in arguments]
     filled = [token for flag in missing for token in (flag, "PLACEHOLDER")]
-    if not {"--preset", "--config", "--init-from"} & set(arguments):
+    if command != "videovla-collect" and not {"--preset", "--config", "--init-from"} & set(arguments):
         filled += ["--preset", "tiny"]
     return arguments + filled
 
@@ -90,7 +95,9 @@ def _check_fields(config: object, flags: dict[str, list[str]]) -> None:
 def test_the_readmes_show_the_commands_this_test_checks():
     counts = {command: sum(found == command for _, found, _ in DOCUMENTED) for command in COMMANDS}
     assert counts["videovla-train"] >= 10 and counts["videovla-eval"] >= 4, counts
-    assert counts["videovla-demo"] >= 1 and counts["videovla-train-vae"] >= 2, counts
+    assert counts["videovla-demo"] >= 1 and counts["videovla-train-vae"] >= 2 and counts["videovla-collect"] >= 4, (
+        counts
+    )
 
 
 @pytest.mark.parametrize(
@@ -106,7 +113,9 @@ def test_a_documented_command_parses_into_the_fields_it_names(document, command,
         parsed = parse(videovla_train_vae, arguments, prog=command)
         config = SimpleNamespace(**dataclasses.asdict(parsed.training), **parsed._asdict())
     else:
-        config_type = EvalConfig if command == "videovla-eval" else DemoConfig
+        config_type = {"videovla-eval": EvalConfig, "videovla-demo": DemoConfig, "videovla-collect": CollectConfig}[
+            command
+        ]
         config = parse(config_type, arguments, prog=command)
     _check_fields(config, flags)
 
