@@ -2,12 +2,17 @@
 
 Each field is a kebab-case flag (`batch_size` -> `--batch-size`), its type gives the parsing (`bool` fields get
 `--flag` / `--no-flag`, `tuple[str, ...]` takes several values, `X | None` also accepts `None`), its docstring is
-the help text and its default is shown. The dataclass's `__post_init__` validates, so a bad value is refused
-with the field named, exit code 2, whether it came from a flag, a JSON file or Python.
+the help text and its default is shown. The dataclass's `__post_init__` validates, and a refusal is printed as
+one line, `PROG: error: <the field's message>`, with exit code 2, as argparse does: tyro parses into an
+`unchecked` twin of the dataclass and the real one is built afterwards (`checked`), so tyro never frames (and
+wraps) the message itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -17,22 +22,38 @@ from tyro.constructors import PrimitiveConstructorSpec
 T = TypeVar("T")
 
 
-def parse(
-    command: Callable[..., T],
-    argv: Sequence[str] | None,
-    *,
-    prog: str,
-    description: str | None = None,
-    default: T | None = None,
-) -> T:
+def parse(command: Callable[..., T], argv: Sequence[str] | None, *, prog: str, description: str | None = None) -> T:
     """Parses `argv` (None: sys.argv[1:]) into `command`'s fields and builds it; exits 2 on bad input.
 
-    `command` is a config dataclass, or a function whose parameters are one (marked `OmitArgPrefixes`, so its
-    fields keep their own flag names) plus run options that are not settings (e.g. `--resume`).
+    `command` is a config dataclass, or a function whose parameters are `unchecked` configs (marked
+    `OmitArgPrefixes`, so their fields keep their own flag names) plus run options that are not settings
+    (e.g. `--resume`); such a function returns what it parsed, after `checked`.
     """
-    if default is None:  # tyro reads an explicit default=None as "every field optional"
-        return tyro.cli(command, args=argv, prog=prog, description=description)
-    return tyro.cli(command, args=argv, prog=prog, description=description, default=default)
+    is_config = dataclasses.is_dataclass(command)
+    try:
+        parsed = tyro.cli(unchecked(command) if is_config else command, args=argv, prog=prog, description=description)
+        return checked(parsed) if is_config else parsed
+    except ValueError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+
+
+@functools.cache
+def unchecked(config_type: type[T]) -> type[T]:
+    """A subclass of the frozen dataclass `config_type` whose `__post_init__` does nothing: what tyro builds."""
+    return type(
+        config_type.__name__,
+        (config_type,),
+        {"__post_init__": lambda self: None, "__module__": config_type.__module__, "__doc__": config_type.__doc__},
+    )
+
+
+def checked(config: T) -> T:
+    """The validated config with `config`'s values (ValueError naming the field); `config` itself if it is one."""
+    base = type(config).__mro__[1]
+    if not dataclasses.is_dataclass(base) or unchecked(base) is not type(config):
+        return config
+    return base(**{field.name: getattr(config, field.name) for field in dataclasses.fields(base) if field.init})
 
 
 def choices(values: Iterable[str]) -> Any:

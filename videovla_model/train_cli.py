@@ -11,15 +11,16 @@ from typing import Annotated
 
 import tyro
 
-from videovla_model.cli import optional_value, parse
+from videovla_model.cli import checked, optional_value, parse, unchecked
 from videovla_model.training_config import TrainingConfig
 
 LATEST = "latest"
 """`--resume` without a folder: the newest complete checkpoint in the output folder."""
+_Settings = unchecked(TrainingConfig)
 
 
 def videovla_train(
-    config: Annotated[TrainingConfig, tyro.conf.OmitArgPrefixes],
+    config: Annotated[_Settings, tyro.conf.OmitArgPrefixes],
     resume: Annotated[str | None, optional_value(LATEST, "CHECKPOINT")] = None,
 ) -> tuple[TrainingConfig, str | None]:
     """Fine-tune VideoVLA (joint video + action diffusion) on a videovla episode dataset. Runs on CPU, one GPU, or
@@ -30,7 +31,7 @@ def videovla_train(
         resume: continue from a checkpoint folder, or (no value) from the newest complete one in the output
             folder (a fresh start when there is none)
     """
-    return config, resume
+    return checked(config), resume
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainingConfig, str | None]:

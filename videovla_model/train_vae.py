@@ -41,7 +41,7 @@ import torch.nn.functional as F  # noqa: N812
 import tyro
 from diffusers import AutoencoderKLCogVideoX
 
-from videovla_model.cli import choices, parse
+from videovla_model.cli import checked, choices, parse, unchecked
 from videovla_model.configuration import PRESETS, VideoVLAConfig
 from videovla_model.data import EpisodeWindowDataset, dataset_action_rate, frame_stride_for
 from videovla_model.episodes import EpisodeDataset
@@ -223,6 +223,9 @@ def train_vae(
     return model
 
 
+_VAESettings = unchecked(VAETrainingConfig)
+
+
 class VAECommand(NamedTuple):
     """What `videovla-train-vae` was asked to do (parsed, nothing loaded yet)."""
 
@@ -237,7 +240,7 @@ class VAECommand(NamedTuple):
 def videovla_train_vae(
     dataset: str,
     output: str,
-    training: Annotated[VAETrainingConfig, tyro.conf.OmitArgPrefixes],
+    training: Annotated[_VAESettings, tyro.conf.OmitArgPrefixes],
     preset: Annotated[str | None, choices(sorted(PRESETS))] = None,
     model_config: Annotated[str | None, tyro.conf.arg(name="config")] = None,
     init_vae: str | None = None,
@@ -257,7 +260,7 @@ def videovla_train_vae(
         raise ValueError(
             f"exactly one of preset, config must name the model, got preset={preset}, config={model_config}"
         )
-    return VAECommand(training, dataset, output, preset, model_config, init_vae)
+    return VAECommand(checked(training), dataset, output, preset, model_config, init_vae)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

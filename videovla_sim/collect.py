@@ -184,7 +184,7 @@ class CollectConfig:
     output: str
     """dataset folder (created; episodes are appended)"""
     tasks: tuple[str, ...] = TASK_FAMILIES
-    """task families or full instructions in quotes (default: all families)"""
+    """task families or full instructions in quotes"""
     episodes: int = 10
     """seeded episodes per task"""
     seed: int = 0
