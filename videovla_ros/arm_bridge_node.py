@@ -20,7 +20,7 @@ Services:
   ~/enable (std_srvs/SetBool)                              data=true enables (refused with a reason when the
                                                            robot state is silent, the pose is outside the
                                                            workspace or the e-stop is asserted); false disables
-Parameters: videovla_ros.bridge_config.BRIDGE_PARAMETERS (all read-only; restart the node to change them).
+Parameters: videovla_ros.bridge_config.BridgeParameters (all read-only; restart the node to change them).
 Shutdown: Ctrl-C or SIGTERM while enabled stops the arm through the backend before the node goes away.
 
 Admission: which chunks run and how is decided by videovla_ros.chunk_admission.plan_chunk (pure); this node
@@ -54,7 +54,7 @@ from videovla_ros import qos
 from videovla_ros.action_chunk import ChunkRejectedError, TimedChunk, from_msg, ns_to_time
 from videovla_ros.backends import make_backend
 from videovla_ros.backends.base import pose_stamped
-from videovla_ros.bridge_config import BRIDGE_PARAMETERS, bridge_config
+from videovla_ros.bridge_config import BridgeConfig, BridgeParameters
 from videovla_ros.chunk_admission import AdmissionLimits, BridgeState, ChunkRejection, plan_chunk
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
 from videovla_ros.node_runner import run_node
@@ -97,8 +97,8 @@ class ArmBridgeNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        declare(self, BRIDGE_PARAMETERS)
-        self.config = bridge_config(read(self, BRIDGE_PARAMETERS))
+        declare(self, BridgeParameters)
+        self.config = BridgeConfig.from_parameters(read(self, BridgeParameters))
         limits = self.config.limits
 
         self._lock = threading.Lock()

@@ -33,7 +33,7 @@ Action server:
     (reason logged and counted) while the node is not active or when a goal field is invalid. When a goal ends
     and nothing replaced its instruction, inference stops until the next goal or instruction.
 Services: the standard lifecycle services (~/change_state, ~/get_state, ...).
-Parameters: see `PolicyNodeParameters` (YAML key `/**/videovla_policy`).
+Parameters: see `videovla_ros.policy_parameters.PolicyNodeParameters` (YAML key `/**/videovla_policy`).
 
 Lifecycle: configure loads the policy (and reports its load time); activate subscribes and starts
 inference; deactivate stops publishing chunks and fails a running goal; cleanup frees the policy.
@@ -41,15 +41,13 @@ inference; deactivate stops publishing chunks and fails a running goal; cleanup 
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -74,11 +72,9 @@ from videovla_msgs.msg import ActionChunk, ChunkRequest, VideoClip
 from videovla_ros import qos
 from videovla_ros.action_chunk import TimedChunk, time_to_ns, to_msg
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
-from videovla_ros.execution_mode import DEFAULT_EXECUTION_MODE, EXECUTION_MODE_DESCRIPTION, EXECUTION_MODES
 from videovla_ros.goals import GoalBook, GoalRecord, Outcome, check_goal
 from videovla_ros.image_conversion import check_image_msg, compressed_msg_to_rgb, image_msg_to_rgb
 from videovla_ros.imagination import (
-    IMAGINATION_MODES,
     FramePlayback,
     frame_msgs,
     should_decode,
@@ -89,104 +85,18 @@ from videovla_ros.inference_scheduler import Frame, InferenceJob, InferenceSched
 from videovla_ros.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, bounded
 from videovla_ros.metrics import RateMeter, RepeatFilter, RunningStats
 from videovla_ros.node_runner import run_node
-from videovla_ros.parameters import dataclass_from_values
-from videovla_ros.policy_factory import POLICY_SOURCES, PolicyFactory, make_policy
+from videovla_ros.parameters import declare, read
+from videovla_ros.policy_factory import PolicyFactory, make_policy
+from videovla_ros.policy_parameters import PolicyNodeParameters
 from videovla_ros.policy_status import PolicyActivity, policy_status
 from videovla_ros.realtime_chunking import MotionSlot, Prefix, prefix_for_capture
 from videovla_ros.realtime_chunking import from_msg as rtc_request_from_msg
 
 NODE_NAME = "videovla_policy"
-IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
 # Inference, inputs, housekeeping, playback and up to a few blocked action-goal threads (one per live goal).
 EXECUTOR_THREADS = 8
 HOUSEKEEPING_PERIOD = 0.05  # s; goal timeouts and the camera watchdog are checked this often
 LOG_REPEAT_PERIOD = 2.0  # s; the same kind of bad input is logged at most this often (every one is counted)
-
-
-def _describe(text: str) -> dict[str, Any]:
-    return {"description": text}
-
-
-@dataclass(frozen=True)
-class PolicyNodeParameters:
-    """The node's ROS parameters (declared from these fields, read and validated on configure)."""
-
-    policy: str = field(
-        default="checkpoint", metadata=_describe('"checkpoint" or "expert" (simulator only; see policy_factory)')
-    )
-    checkpoint: str = field(
-        default="", metadata=_describe("checkpoint directory given to load_policy (launch argument checkpoint:=)")
-    )
-    device: str = field(default="cpu", metadata=_describe('torch device, e.g. "cpu" or "cuda:0"'))
-    dtype: str = field(
-        default="auto",
-        metadata=_describe('"auto" (bfloat16 on a GPU that has it, else float32), "float32", "bfloat16", "float16"'),
-    )
-    num_inference_steps: int = field(default=0, metadata=_describe("denoising steps; 0 = checkpoint default"))
-    guidance_scale: float = field(default=-1.0, metadata=_describe("classifier-free guidance; < 0 = default"))
-    seed: int = field(default=0, metadata=_describe("seed of the initial diffusion noise"))
-    embodiment_id: int = field(default=0, metadata=_describe("robot id the policy is conditioned on"))
-    image_transport: str = field(default="raw", metadata=_describe('"raw" (Image) or "compressed"'))
-    camera_topic: str = field(default="image_raw", metadata=_describe("camera topic (relative name)"))
-    execution_mode: str = field(default=DEFAULT_EXECUTION_MODE, metadata=_describe(EXECUTION_MODE_DESCRIPTION))
-    max_instruction_length: int = field(
-        default=DEFAULT_MAX_INSTRUCTION_LENGTH,
-        metadata=_describe("characters; longer instructions (topic or goal) are rejected"),
-    )
-    max_image_age: float = field(default=0.5, metadata=_describe("s; older camera frames are dropped as stale"))
-    image_timeout: float = field(
-        default=5.0, metadata=_describe("s; a goal fails when no camera frame arrives for this long; 0 = never")
-    )
-    publish_imagination: str = field(
-        default="auto", metadata=_describe('"auto" (decode when imagination/* has subscribers), "always", "never"')
-    )
-    imagination_every: int = field(
-        default=1, metadata=_describe("decode the imagination of every N-th chunk only (it costs seconds on a CPU)")
-    )
-    imagination_max_width: int = field(
-        default=0, metadata=_describe("px; the strip is subsampled to fit this width; 0 = full size")
-    )
-    frame_id: str = field(default="base_link", metadata=_describe("frame of the action deltas in ActionChunk"))
-    diagnostics_period: float = field(default=1.0, metadata=_describe("s between /diagnostics messages"))
-
-    def __post_init__(self) -> None:
-        choices = {
-            "image_transport": IMAGE_TRANSPORTS,
-            "execution_mode": EXECUTION_MODES,
-            "publish_imagination": IMAGINATION_MODES,
-            "policy": POLICY_SOURCES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"parameter {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if self.policy == "checkpoint" and not self.checkpoint:
-            raise ValueError(
-                "parameter checkpoint is empty: name a checkpoint directory with the launch argument "
-                "checkpoint:=/path/to/checkpoint (bringup --checkpoint), or under /**/videovla_policy: "
-                "ros__parameters: checkpoint: in the params file (sim:=true uses the shipped default model)"
-            )
-        if not self.camera_topic:
-            raise ValueError("parameter camera_topic must be a topic name, got ''")
-        for name in ("max_image_age", "diagnostics_period"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"parameter {name} must be > 0 seconds, got {getattr(self, name)}")
-        for name in ("image_timeout", "imagination_max_width", "num_inference_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"parameter {name} must be >= 0, got {getattr(self, name)}")
-        if self.max_instruction_length < 1:
-            raise ValueError(f"parameter max_instruction_length must be >= 1, got {self.max_instruction_length}")
-        if self.imagination_every < 1:
-            raise ValueError(f"parameter imagination_every must be >= 1 chunk, got {self.imagination_every}")
-
-    @classmethod
-    def from_values(cls, values: dict[str, Any]) -> PolicyNodeParameters:
-        """Parameters from ROS values, type-checked by each field's default (an int is accepted as a float)."""
-        return dataclass_from_values(cls, values)
-
-    @property
-    def image_topic(self) -> str:
-        """The topic actually subscribed (image_transport's naming for the compressed stream)."""
-        return self.camera_topic if self.image_transport == "raw" else f"{self.camera_topic}/compressed"
 
 
 @dataclass(frozen=True)
@@ -209,9 +119,8 @@ class PolicyNode(LifecycleNode):
     def __init__(self, policy_factory: PolicyFactory = make_policy, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._policy_factory = policy_factory
-        for spec in dataclasses.fields(PolicyNodeParameters):
-            # Dynamic typing: YAML's `max_image_age: 1` must not fail as int-vs-double; `from_values` checks types.
-            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(**spec.metadata, dynamic_typing=True))
+        # Not read-only: configure reads them again, so `ros2 param set` before a configure takes effect.
+        declare(self, PolicyNodeParameters, read_only=False)
         self.diagnostics = DiagnosticsBook(f"{self.get_name()}: policy", hardware_id=self.get_fully_qualified_name())
         self.diagnostics.set_status(DiagnosticStatus.WARN, "unconfigured")
         self.params: PolicyNodeParameters | None = None
@@ -264,7 +173,7 @@ class PolicyNode(LifecycleNode):
     # ---- lifecycle ------------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            params = self._read_parameters()
+            params = read(self, PolicyNodeParameters)
         except ValueError as error:
             return self._configure_failed(str(error))
         try:
@@ -372,10 +281,6 @@ class PolicyNode(LifecycleNode):
         self._stop_control("the policy node is shutting down")
         self._action_server.destroy()
         super().destroy_node()
-
-    def _read_parameters(self) -> PolicyNodeParameters:
-        names = [spec.name for spec in dataclasses.fields(PolicyNodeParameters)]
-        return PolicyNodeParameters.from_values({name: self.get_parameter(name).value for name in names})
 
     def _stop_control(self, reason: str) -> None:
         with self._state_lock:
