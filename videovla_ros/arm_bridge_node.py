@@ -55,7 +55,13 @@ from videovla_ros.action_chunk import ChunkRejectedError, TimedChunk, from_msg, 
 from videovla_ros.backends import make_backend
 from videovla_ros.backends.base import pose_stamped
 from videovla_ros.bridge_config import BridgeConfig, BridgeParameters
-from videovla_ros.chunk_admission import AdmissionLimits, BridgeState, ChunkRejection, plan_chunk
+from videovla_ros.chunk_admission import (
+    AdmissionLimits,
+    BridgeState,
+    ChunkRejection,
+    outstanding_request_ns,
+    plan_chunk,
+)
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
 from videovla_ros.node_runner import run_node
 from videovla_ros.parameters import declare, read
@@ -334,10 +340,7 @@ class ArmBridgeNode(Node):
 
     def _publish_request(self, now_ns: int) -> None:
         self._request_pub.publish(Header(stamp=ns_to_time(now_ns), frame_id=self.config.backend_params.frame_id))
-        if self._request_ns is None:
-            # A repeated request (the chunk watchdog's) keeps the first one's stamp: a policy slower than the
-            # watchdog is still answering that one, and its answer must not be rejected as a stray.
-            self._request_ns = now_ns
+        self._request_ns = outstanding_request_ns(self._request_ns, now_ns)
         self._book.count("chunk_requests")
         # Silence is measured from the request: the policy has chunk_watchdog seconds to answer.
         self._chunk_watchdog.restart(now_ns)
