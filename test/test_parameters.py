@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,40 @@ def test_a_node_warns_once_about_a_params_file_key_it_does_not_know(tmp_path, ca
     err = capfd.readouterr().err
     assert err.count("unknown parameter") == 1
     assert "unknown parameter 'mode' (did you mean 'execution_mode'?)" in err
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat: dict = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+@pytest.mark.parametrize("layers", [["realman.yaml"], ["realman.yaml", "sim.yaml"]])
+def test_the_shipped_params_files_set_only_declared_parameters_to_valid_values(layers):
+    import yaml
+
+    from videovla_ros.policy_parameters import PolicyNodeParameters
+    from videovla_ros.recorder_node import RecorderNodeParameters
+
+    nodes = {
+        "arm_bridge": BridgeParameters,
+        "videovla_policy": PolicyNodeParameters,
+        "recorder": RecorderNodeParameters,
+    }
+    merged: dict[str, dict] = {node: {} for node in nodes}
+    for file_name in layers:  # sim.yaml is loaded after realman.yaml (launch_plan.params_files)
+        path = Path(__file__).resolve().parents[1] / "config" / file_name
+        for key, section in yaml.safe_load(path.read_text()).items():
+            node = key.removeprefix("/**/")
+            if node in nodes:  # sim_arm: its own node's tests
+                values = _flatten(section["ros__parameters"])
+                known = [spec.name for spec in specs(nodes[node])]
+                assert unknown_parameters_warning(values, known) is None, f"{file_name}: {node}"
+                merged[node].update(values)
+    merged["videovla_policy"]["checkpoint"] = "/ckpt"  # given with checkpoint:= (or the shipped model with sim)
+    for node, values in merged.items():
+        from_values(nodes[node], values)
