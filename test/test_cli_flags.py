@@ -1,5 +1,5 @@
-"""The generated command lines: every `videovla-train(-vae)`, `-eval`, `-demo`, `-collect`, `-import` and `-export`
-command shown in the READMEs still parses, and each flag it gives lands in the config field of that name."""
+"""The generated command lines: every `videovla-train(-vae)`, `-eval(-offline)`, `-demo`, `-collect`, `-sim-teleop`,
+`-import` and `-export` command shown in the READMEs still parses, and each flag lands in the field of its name."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from videovla_model.cli import checked, parse
+from videovla_model.evaluate_offline import OfflineEvalConfig
 from videovla_model.importers.cli import IMPORT_COMMAND, Conversion, export_command, import_main
 from videovla_model.importers.lerobot_actions import ActionConvention
 from videovla_model.train_cli import LATEST, parse_args
@@ -18,19 +19,22 @@ from videovla_model.train_vae import videovla_train_vae
 from videovla_model.training_config import TrainingConfig
 from videovla_ros.eval_config import DEFAULT_CHECKPOINT, DemoConfig, EvalConfig
 from videovla_ros.evaluate_cli import demo_main, main
+from videovla_ros.sim_teleop import TeleopConfig
 from videovla_sim.collect import CollectConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = (ROOT / "README.md", ROOT / "checkpoints" / "videovla-sim-small" / "README.md")
 COMMANDS = (
-    "videovla-train-vae", "videovla-train", "videovla-eval", "videovla-demo", "videovla-collect", "videovla-import",
-    "videovla-export",
+    "videovla-train-vae", "videovla-train", "videovla-eval-offline", "videovla-eval", "videovla-demo",
+    "videovla-collect", "videovla-sim-teleop", "videovla-import", "videovla-export",
 )  # fmt: skip
 PARSED = {
     "videovla-train-vae": videovla_train_vae,
+    "videovla-eval-offline": OfflineEvalConfig,
     "videovla-eval": EvalConfig,
     "videovla-demo": DemoConfig,
     "videovla-collect": CollectConfig,
+    "videovla-sim-teleop": TeleopConfig,
     "videovla-import": IMPORT_COMMAND,
     "videovla-export": export_command,
 }
@@ -52,13 +56,14 @@ def _code_snippets(text: str) -> list[str]:
 
 
 def _documented_commands() -> list[tuple[str, str, list[str]]]:
-    """(document, command, its arguments) of every documented command line that passes at least one flag."""
+    """(document, command, its arguments) of every documented command line that passes a flag (not only --help)."""
     found = []
     for document in DOCUMENTS:
         for snippet in _code_snippets(document.read_text()):
             for match in re.finditer(rf"(?:^|[\s/])({'|'.join(COMMANDS)})\s+((?:--|lerobot |rosbag ).*)$", snippet):
-                arguments = re.sub(r"<[^>]*>", "PLACEHOLDER", match.group(2))
-                found.append((document.relative_to(ROOT).as_posix(), match.group(1), shlex.split(arguments, True)))
+                arguments = shlex.split(re.sub(r"<[^>]*>", "PLACEHOLDER", match.group(2)), comments=True)
+                if arguments != ["--help"]:
+                    found.append((document.relative_to(ROOT).as_posix(), match.group(1), arguments))
     return found
 
 
@@ -67,14 +72,17 @@ DOCUMENTED = _documented_commands()
 
 def _completed(command: str, arguments: list[str]) -> list[str]:
     """A fragment such as `videovla-train --latent-cache ...` with the flags it leaves out filled in."""
-    required = {"videovla-train": ("--dataset", "--output"), "videovla-train-vae": ("--dataset", "--output")}
-    if command == "videovla-collect":
-        required[command] = ("--output",)
+    required = {
+        "videovla-train": ("--dataset", "--output"),
+        "videovla-train-vae": ("--dataset", "--output"),
+        "videovla-collect": ("--output",),
+        "videovla-eval-offline": ("--checkpoint", "--dataset"),
+    }
     if command not in required:
         return arguments
     missing = [flag for flag in required[command] if flag not in arguments]
     filled = [token for flag in missing for token in (flag, "PLACEHOLDER")]
-    if command != "videovla-collect" and not {"--preset", "--config", "--init-from"} & set(arguments):
+    if command.startswith("videovla-train") and not {"--preset", "--config", "--init-from"} & set(arguments):
         filled += ["--preset", "tiny"]
     return arguments + filled
 
@@ -133,6 +141,7 @@ def test_the_readmes_show_the_commands_this_test_checks():
         counts
     )
     assert counts["videovla-import"] >= 2 and counts["videovla-export"] >= 1, counts
+    assert counts["videovla-eval-offline"] >= 2 and counts["videovla-sim-teleop"] >= 1, counts
 
 
 @pytest.mark.parametrize(
