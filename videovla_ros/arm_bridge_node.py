@@ -26,8 +26,7 @@ Shutdown: Ctrl-C or SIGTERM while enabled stops the arm through the backend befo
 
 Admission: which chunks run and how is decided by videovla_ros.chunk_admission.plan_chunk (pure); this node
 holds the lock, logs, counts and publishes. Every callback runs on one thread (main(): an EventsExecutor where
-rclpy has one); the command stream runs, only while enabled, on a thread of its own (videovla_ros.periodic: an
-rclpy timer's trips through the executor cost more CPU than the stream itself), and the lock serialises the two.
+rclpy has one); the stream timer runs only while enabled.
 
 Timing: T_{-1} (the anchor of a chunk's deltas) is the end-effector pose at the chunk's header.stamp, looked
 up in the robot state history; row i is due at header.stamp + offset + (i + 1) * time_step (videovla_ros.
@@ -67,7 +66,6 @@ from videovla_ros.chunk_admission import (
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
 from videovla_ros.node_runner import run_node
 from videovla_ros.parameters import declare, read
-from videovla_ros.periodic import PeriodicThread
 from videovla_ros.realtime_chunking import DelayEstimate, committed_motion
 from videovla_ros.realtime_chunking import to_msg as rtc_request_msg
 from videovla_ros.safety import (
@@ -147,9 +145,8 @@ class ArmBridgeNode(Node):
         self.create_service(SetBool, "~/enable", self._on_enable)
         # One thread runs every callback (node_runner: a SingleThreadedExecutor costs a fraction of the CPU of a
         # multi-threaded one at 100 Hz); chunk admission and service calls take well under a stream period.
-        self._streamer = PeriodicThread(
-            f"{NODE_NAME}_stream", 1.0 / self.config.stream_rate_hz, self._on_stream_tick, self._on_stream_error
-        )  # runs only while enabled (_start / _halt)
+        self._stream_timer = self.create_timer(1.0 / self.config.stream_rate_hz, self._on_stream_tick)
+        self._stream_timer.cancel()  # runs only while enabled (_start / _halt)
         self.create_timer(DIAGNOSTICS_PERIOD, self._publish_diagnostics)
         self._book.set("execution_mode", self.config.execution_mode)
         self._book.set("state", self._machine.state.value)
@@ -285,20 +282,6 @@ class ArmBridgeNode(Node):
                 self._on_chunk_silence(chunk, now_ns)
             self._stream(now_ns, tick_ns)
 
-    def _on_stream_error(self, error: BaseException) -> None:
-        """A tick raised (a bug): the arm is stopped and disabled, the node keeps serving, the error is reported."""
-        reason = f"command stream failed: {type(error).__name__}: {str(error)[:200]}"
-        stop_failure = ""
-        with self._lock:
-            self._book.count("stream_errors")
-            self._machine.disable(reason)
-            try:
-                self._halt()
-            except Exception as stop_error:  # the backend that failed may fail to stop too; the error is reported
-                stop_failure = f"; the stop command failed too: {type(stop_error).__name__}: {str(stop_error)[:200]}"
-            self._update_status()
-        self.get_logger().error(f"{reason}; arm disabled{stop_failure or ' and stopped'}")
-
     def _stream(self, now_ns: int, tick_ns: int) -> None:
         """Samples the motion, limits its speed and sends it (caller holds the lock)."""
         if self._motion is None:
@@ -317,7 +300,7 @@ class ArmBridgeNode(Node):
         self._last_command, self._last_sample_ns = command, now_ns
 
         frame_id = self.config.backend_params.frame_id
-        if self._target_pub.get_subscription_count() > 0:  # the echo for RViz costs ~1 % of a core at 100 Hz
+        if self._target_pub.get_subscription_count() > 0:  # nobody listening: no message to build and send
             self._target_pub.publish(pose_stamped(command, now_ns, frame_id))
         gripper = self._motion.gripper(now_ns)
         gripper_changed = gripper is not None and gripper != self._last_gripper
@@ -383,7 +366,7 @@ class ArmBridgeNode(Node):
         self._last_command, self._last_sample_ns, self._last_gripper = None, None, None
         self._last_capture_ns, self._request_ns, self._request_due_ns = None, None, None
         self._stats.reset()
-        self._streamer.resume()
+        self._stream_timer.reset()
         self._chunk_watchdog.feed(now_ns)
         if self.config.execution_mode == "sync":
             self._publish_request(now_ns)
@@ -393,7 +376,7 @@ class ArmBridgeNode(Node):
     def _halt(self) -> None:
         """Forget the motion and stop the arm (caller holds the lock)."""
         self._motion, self._last_command, self._request_ns, self._request_due_ns = None, None, None, None
-        self._streamer.pause()
+        self._stream_timer.cancel()
         self._chunk_watchdog.disarm()
         if self.config.dry_run:
             self.get_logger().info("dry run: stop")
@@ -413,12 +396,6 @@ class ArmBridgeNode(Node):
         self.get_logger().warning("shutting down: arm stopped and disabled")
         for publisher in self.publishers:
             publisher.wait_for_all_acked(Duration(seconds=STOP_DELIVERY_TIMEOUT))
-
-    def destroy_node(self) -> None:
-        """Ends the stream thread first: it must not publish through a destroyed node."""
-        if hasattr(self, "_streamer"):  # absent when the constructor failed (a bad parameter)
-            self._streamer.close()
-        super().destroy_node()
 
     def _update_status(self) -> None:
         state = self._machine.state
