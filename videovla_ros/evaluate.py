@@ -23,7 +23,13 @@ imagination makes the policy decode video, so those episodes' inference times in
 
 With `--policy expert` the policy node asks the simulator's scripted expert, which reads the privileged
 `sim_arm/scene_state` (see `videovla_ros.policy_factory`); it measures the loop (nodes, bridge, timing)
-apart from learning.
+apart from learning. `--policy-latency` adds wall seconds to every inference (the expert with a slow model's timing).
+
+Time (`--sim-time`, the default): the simulated arm publishes /clock and every node runs with use_sim_time, so a
+loaded machine slows the simulation down instead of making it skip ahead, and in sync mode the simulation waits
+while the policy thinks; `--time-limit` is then in simulated seconds, and the same seeds give the same episodes
+whatever the load. `--no-sim-time` runs against the wall clock (the policy's latency then costs the arm time, as on
+a real robot). The report gives both the wall and the simulated seconds per episode.
 
 Seeds: task t's episode i uses seed `--seed + i`; the shipped demonstrations were recorded with seeds from
 1000 on, so the default seeds 0.. are placements the model has not seen.
@@ -97,6 +103,9 @@ from videovla_sim.tasks import TASK_FAMILIES, sample_episode
 NODE_NAME = "videovla_eval"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "videovla-sim-small"
 SERVICE_TIMEOUT = 15.0  # s; a reset renders a new scene, an enable waits for fresh robot state
+# Wall seconds the simulated time may stand still (the sim waits at most 30 s for the policy) before the
+# evaluation gives up on the simulated arm.
+SIM_STALL_LIMIT = 60.0
 STATE_SETTLE = 0.3  # s after a reset before enabling, so the bridge holds the new scene's pose
 QUIET_MIN = 0.3  # s without chunks before a disabled system counts as quiet (no inference in flight)
 QUIET_MAX = 10.0
@@ -121,6 +130,8 @@ class EvalConfig:
     num_inference_steps: int = 0
     guidance_scale: float = -1.0
     real_time_factor: float = 1.0
+    sim_time: bool = True
+    policy_latency: float = 0.0
     chunk_watchdog: float = 0.0
     state_watchdog: float = 0.0
     max_chunk_age: float = 4.0
@@ -155,6 +166,8 @@ class EvalConfig:
             )
         if not self.stream_rate_hz > 0:
             raise ValueError(f"stream_rate_hz must be > 0 Hz, got {self.stream_rate_hz}")
+        if self.policy_latency < 0:
+            raise ValueError(f"policy_latency must be >= 0 s, got {self.policy_latency}")
         for name in ("chunk_watchdog", "state_watchdog"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 s (0 = the params file's), got {getattr(self, name)}")
@@ -186,6 +199,8 @@ class EvalProbe(Node):
         self._grasped: set[str] = set()
         """Every object the sim reported between the fingers since `clear`."""
         self._pose: PoseStamped | None = None
+        self._pose_seen_at = time.monotonic()
+        """Wall time at which the newest ee_pose stamp first arrived (a simulated clock that stands still)."""
         self._recording: list[Subscription] = []
         self._camera = FrameTimeline()
         self._clips: list[ImaginedClip] = []
@@ -209,6 +224,8 @@ class EvalProbe(Node):
 
     def _on_pose(self, msg: PoseStamped) -> None:
         with self._lock:
+            if self._pose is None or time_to_ns(msg.header.stamp) != time_to_ns(self._pose.header.stamp):
+                self._pose_seen_at = time.monotonic()
             self._pose = msg
 
     def _on_image(self, msg: Image) -> None:
@@ -250,6 +267,12 @@ class EvalProbe(Node):
     def last_chunk_time(self) -> float | None:
         with self._lock:
             return self._chunks[-1][0] if self._chunks else None
+
+    def robot_time(self) -> tuple[float, float]:
+        """(stamp of the newest ee_pose [s] (0 before the first), wall seconds since that stamp last changed)."""
+        with self._lock:
+            stamp = time_to_ns(self._pose.header.stamp) / 1e9 if self._pose is not None else 0.0
+            return stamp, time.monotonic() - self._pose_seen_at
 
     def position(self) -> np.ndarray | None:
         """The newest end-effector position [m] in base_link, or None before the first ee_pose."""
@@ -329,6 +352,7 @@ class SimulatedSystem:
         ros_args = ["--params-file", params_file, "--params-file", str(sim_params_file())]
         rclpy.init(args=["videovla-eval", "--ros-args", *ros_args], context=self.context)
         common = {"namespace": config.namespace, "context": self.context}
+        clock = [Parameter("use_sim_time", value=config.sim_time)]
         self.executor = make_executor(EXECUTOR_THREADS + 4, context=self.context)
         self.nodes: list[Node] = []
         self.sim: subprocess.Popen[bytes] | None = None
@@ -337,7 +361,7 @@ class SimulatedSystem:
         try:
             self.policy = PolicyNode(**common, parameter_overrides=self._policy_parameters())
             self.bridge = ArmBridgeNode(**common, parameter_overrides=self._bridge_parameters())
-            self.probe = EvalProbe(**common)
+            self.probe = EvalProbe(**common, parameter_overrides=clock)
             self.nodes = [self.policy, self.bridge, self.probe]
             for node in self.nodes:
                 self.executor.add_node(node)
@@ -363,6 +387,8 @@ class SimulatedSystem:
             Parameter("guidance_scale", value=c.guidance_scale),
             Parameter("publish_imagination", value="auto"),
             Parameter("imagination_every", value=c.imagination_every),
+            Parameter("added_latency", value=float(c.policy_latency)),
+            Parameter("use_sim_time", value=c.sim_time),
         ]
 
     def _bridge_parameters(self) -> list[Parameter]:
@@ -376,6 +402,7 @@ class SimulatedSystem:
             # same Python process as the physics thread and the policy starves both (measured: the simulated arm
             # ran at 0.2x real time), so the evaluation streams at a rate the shared interpreter sustains.
             Parameter("stream_rate_hz", value=self.config.stream_rate_hz),
+            Parameter("use_sim_time", value=self.config.sim_time),
         ]
         for name in ("chunk_watchdog", "state_watchdog"):
             if getattr(self.config, name) > 0:
@@ -400,8 +427,10 @@ class SimulatedSystem:
             ("image_height", c.image_size),
             ("image_width", c.image_size),
             ("real_time_factor", float(c.real_time_factor)),
+            ("sim_time", c.sim_time),
+            ("use_sim_time", c.sim_time),
         ):
-            command += ["-p", f"{name}:={value}"]
+            command += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
         self.sim = subprocess.Popen(command, env=dict(os.environ))
 
     def _remove_sim(self) -> None:
@@ -501,13 +530,13 @@ def run_episode(
         probe.start_recording()
     probe.clear()
     enable_bridge(probe)
-    started = time.monotonic()
+    started, (robot_started, _) = time.monotonic(), probe.robot_time()
     reported = 0
-    while not probe.success and time.monotonic() - started < config.time_limit:
+    while not probe.success and not _time_is_up(config, time.monotonic() - started, robot_started, probe):
         time.sleep(0.05)
         if progress is not None:
             reported = _report_chunks(probe, started, reported, progress)
-    seconds = time.monotonic() - started
+    seconds, sim_seconds = time.monotonic() - started, probe.robot_time()[0] - robot_started
     success = probe.success
     idle_fraction = system.bridge.stream_stats().idle_fraction()
     probe.set_bridge(False)
@@ -535,7 +564,21 @@ def run_episode(
         video=video,
         named_object=named_object(instruction),
         grasped_objects=probe.grasped_objects,
+        sim_seconds=sim_seconds,
     )
+
+
+def _time_is_up(config: EvalConfig, wall_elapsed: float, robot_started: float, probe: EvalProbe) -> bool:
+    """Whether the episode has used its time limit: simulated seconds in simulated-time mode, else wall seconds.
+    Raises RuntimeError when the simulated time has stood still for SIM_STALL_LIMIT wall seconds."""
+    if not config.sim_time:
+        return wall_elapsed >= config.time_limit
+    robot_now, standing_still = probe.robot_time()
+    if standing_still > SIM_STALL_LIMIT:
+        raise RuntimeError(
+            f"the simulated arm's time stood still for {standing_still:.0f} s (wall); is sim_arm still running?"
+        )
+    return robot_now - robot_started >= config.time_limit
 
 
 def _execution_aligned(clip: ImaginedClip, chunks: dict[int, ActionChunk], mode: str) -> ImaginedClip:
@@ -582,9 +625,10 @@ def evaluate(config: EvalConfig, progress: Progress = print) -> tuple[list[Episo
                 wins = sum(r.success for r in results if r.task == task)
                 progress(
                     f"{task} seed {seed} ({instruction!r}): {'success' if result.success else 'failure'} in "
-                    f"{result.seconds:.1f} s, {result.chunks} chunks; {wins}/{index + 1} so far"
+                    f"{result.seconds:.1f} s ({result.sim_seconds:.1f} simulated), {result.chunks} chunks; "
+                    f"{wins}/{index + 1} so far"
                 )
-    summary = summarize(results, config.policy_label, config.mode)
+    summary = summarize(results, config.policy_label, config.mode, config.sim_time)
     report = write_report(output, summary, results)
     progress(format_summary(summary))
     progress(f"report: {report}")
@@ -627,7 +671,7 @@ def demo(config: EvalConfig, instruction: str, progress: Progress = print) -> Ep
         progress(f"done in {result.seconds:.1f} s ({result.chunks} chunks); success not judged: {problem}")
     else:
         progress(f"{'SUCCESS' if result.success else 'FAILURE'} in {result.seconds:.1f} s ({result.chunks} chunks)")
-    summary = summarize([result], config.policy_label, config.mode)
+    summary = summarize([result], config.policy_label, config.mode, config.sim_time)
     write_report(output, summary, [result])
     progress(
         f"mean inference {summary.mean_inference_time:.3f} s (with video decoding), {summary.seconds_per_chunk:.3f} "
@@ -652,7 +696,9 @@ def _common_arguments(parser: argparse.ArgumentParser, output: str) -> None:
     )
     parser.add_argument("--mode", choices=tuple(EXECUTION_MODES), default=defaults.mode, help="bridge execution mode")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the first episode")
-    parser.add_argument("--time-limit", type=float, default=defaults.time_limit, help="seconds per episode")
+    parser.add_argument(
+        "--time-limit", type=float, default=defaults.time_limit, help="seconds per episode (simulated with --sim-time)"
+    )
     parser.add_argument("--output", default=output, help="folder for the report and videos")
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="sim camera size [px]")
     parser.add_argument("--namespace", default=defaults.namespace, help="namespace of all nodes")
@@ -660,6 +706,19 @@ def _common_arguments(parser: argparse.ArgumentParser, output: str) -> None:
     parser.add_argument("--num-inference-steps", type=int, default=0, help="denoising steps (0 = checkpoint's)")
     parser.add_argument("--guidance-scale", type=float, default=-1.0, help="guidance (< 0 = checkpoint's)")
     parser.add_argument("--real-time-factor", type=float, default=1.0, help="simulated seconds per wall second")
+    parser.add_argument(
+        "--sim-time",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.sim_time,
+        help="simulated time: the sim publishes /clock, every node uses it, the sim never skips ahead and in sync "
+        "mode waits while the policy thinks; --time-limit is then simulated seconds (--no-sim-time: wall clock)",
+    )
+    parser.add_argument(
+        "--policy-latency",
+        type=float,
+        default=defaults.policy_latency,
+        help="wall seconds added to every inference (e.g. the expert at a large model's latency)",
+    )
     parser.add_argument(
         "--imagination-every",
         type=int,
@@ -682,6 +741,8 @@ def _config(args: argparse.Namespace, **extra: Any) -> EvalConfig:
         num_inference_steps=args.num_inference_steps,
         guidance_scale=args.guidance_scale,
         real_time_factor=args.real_time_factor,
+        sim_time=args.sim_time,
+        policy_latency=args.policy_latency,
         imagination_every=args.imagination_every,
         **extra,
     )

@@ -125,6 +125,10 @@ class PolicyNodeParameters:
     num_inference_steps: int = field(default=0, metadata=_describe("denoising steps; 0 = checkpoint default"))
     guidance_scale: float = field(default=-1.0, metadata=_describe("classifier-free guidance; < 0 = default"))
     seed: int = field(default=0, metadata=_describe("seed of the initial diffusion noise"))
+    added_latency: float = field(
+        default=0.0,
+        metadata=_describe("s of wall time added to every inference, e.g. the expert at a large model's latency"),
+    )
     embodiment_id: int = field(default=0, metadata=_describe("robot id the policy is conditioned on"))
     image_transport: str = field(default="raw", metadata=_describe('"raw" (Image) or "compressed"'))
     camera_topic: str = field(default="image_raw", metadata=_describe("camera topic (relative name)"))
@@ -170,7 +174,7 @@ class PolicyNodeParameters:
         for name in ("max_image_age", "diagnostics_period"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"parameter {name} must be > 0 seconds, got {getattr(self, name)}")
-        for name in ("image_timeout", "imagination_max_width", "num_inference_steps"):
+        for name in ("image_timeout", "imagination_max_width", "num_inference_steps", "added_latency"):
             if getattr(self, name) < 0:
                 raise ValueError(f"parameter {name} must be >= 0, got {getattr(self, name)}")
         if self.max_instruction_length < 1:
