@@ -73,40 +73,42 @@ def test_simulated_clock_steps_a_fixed_amount_whatever_the_wall_clock_says():
         SimulatedClock(0, step=0.0)
 
 
-def test_policy_pause_holds_the_world_from_the_requests_frame_until_its_answer():
+def test_policy_pause_holds_the_world_at_the_requests_frame_until_the_next_request():
     pause = PolicyPause(timeout=5.0)
     pause.on_frame(100, wall=0.0)
     assert not pause.paused(wall=0.0)  # no request: the world runs
-    pause.on_request(150, wall=0.1)
+    pause.on_request(150)
     pause.on_frame(140, wall=0.1)
     assert not pause.paused(wall=0.1)  # the policy needs a frame captured at or after the request
     pause.on_frame(160, wall=0.2)
-    assert pause.paused(wall=0.2) and pause.paused(wall=4.0)
-    pause.on_answer(100)  # a stray answer to an older frame does not resume
+    assert pause.paused(wall=0.2) and pause.paused(wall=4.0)  # however long the policy and the bridge take
+    pause.on_request(150)  # an old request again changes nothing
     assert pause.paused(wall=4.1)
-    pause.on_answer(160)
-    assert not pause.paused(wall=4.2) and pause.timeouts == 0
+    pause.on_request(460)  # the bridge took the answer in and asks for the chunk of simulated time 460
+    assert not pause.paused(wall=4.2)
+    pause.on_frame(426, wall=4.3)
+    assert not pause.paused(wall=4.3)
+    pause.on_frame(493, wall=4.4)
+    assert pause.paused(wall=4.4) and pause.timeouts == 0
 
 
-def test_policy_pause_handles_late_requests_early_answers_and_dead_policies():
+def test_policy_pause_handles_late_requests_dead_policies_and_new_episodes():
     pause = PolicyPause(timeout=2.0)
     pause.on_frame(200, wall=0.0)
-    pause.on_request(150, wall=0.0)  # reached the sim after its frame went out: pause at once
-    assert pause.paused(wall=0.0)
-    pause.on_answer(200)
-    pause.on_request(150, wall=0.1)  # the same request again (watchdog), already answered: no pause
-    assert not pause.paused(wall=0.1)
-    pause.on_request(300, wall=1.0)
-    pause.on_frame(310, wall=1.0)
-    assert pause.paused(wall=3.0)
-    assert not pause.paused(wall=3.1) and pause.timeouts == 1  # the dead policy's world runs on
-    assert not pause.paused(wall=10.0)
-    pause.on_request(400, wall=11.0)
+    pause.on_request(150)  # reached the sim after a frame it could use: the world stops at the next one
+    assert not pause.paused(wall=0.0)
+    pause.on_frame(266, wall=0.1)
+    assert pause.paused(wall=0.1)
+    assert pause.paused(wall=2.1)
+    assert not pause.paused(wall=2.2) and pause.timeouts == 1  # nobody asks again: the world runs on
+    pause.on_frame(333, wall=2.3)
+    assert not pause.paused(wall=2.3)
+    pause.on_request(400)
     pause.clear()  # a new episode forgets the request
-    pause.on_frame(410, wall=11.0)
-    assert not pause.paused(wall=11.0)
+    pause.on_frame(410, wall=3.0)
+    assert not pause.paused(wall=3.0)
     never = PolicyPause(timeout=0.0)
-    never.on_request(1, wall=0.0)
+    never.on_request(1)
     never.on_frame(2, wall=0.0)
     assert not never.paused(wall=0.0)
     with pytest.raises(ValueError, match="timeout must be >= 0 wall seconds"):

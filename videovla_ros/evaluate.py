@@ -196,6 +196,8 @@ class EvalProbe(Node):
         self._chunks: list[tuple[float, ActionChunk]] = []
         """(monotonic arrival time [s], message) of every chunk since `clear`."""
         self._success = False
+        self._success_stamp: float | None = None
+        """The simulated arm's time [s] (newest ee_pose stamp) when success was first reported since `clear`."""
         self._grasped: set[str] = set()
         """Every object the sim reported between the fingers since `clear`."""
         self._pose: PoseStamped | None = None
@@ -214,6 +216,8 @@ class EvalProbe(Node):
     def _on_success(self, msg: Bool) -> None:
         if msg.data:
             with self._lock:
+                if not self._success and self._pose is not None:
+                    self._success_stamp = time_to_ns(self._pose.header.stamp) / 1e9
                 self._success = True
 
     def _on_grasped(self, msg: String) -> None:
@@ -246,7 +250,7 @@ class EvalProbe(Node):
         """Forgets chunks, success and grasps seen so far (called when an episode starts)."""
         with self._lock:
             self._chunks.clear()
-            self._success = False
+            self._success, self._success_stamp = False, None
             self._grasped.clear()
 
     @property
@@ -267,6 +271,11 @@ class EvalProbe(Node):
     def last_chunk_time(self) -> float | None:
         with self._lock:
             return self._chunks[-1][0] if self._chunks else None
+
+    @property
+    def success_stamp(self) -> float | None:
+        with self._lock:
+            return self._success_stamp
 
     def robot_time(self) -> tuple[float, float]:
         """(stamp of the newest ee_pose [s] (0 before the first), wall seconds since that stamp last changed)."""
@@ -427,6 +436,8 @@ class SimulatedSystem:
             ("image_height", c.image_size),
             ("image_width", c.image_size),
             ("real_time_factor", float(c.real_time_factor)),
+            # Success is looked at every 50 simulated ms, so episode times are resolved that finely.
+            ("success_rate_hz", 20.0),
             ("sim_time", c.sim_time),
             ("use_sim_time", c.sim_time),
         ):
@@ -536,7 +547,7 @@ def run_episode(
         time.sleep(0.05)
         if progress is not None:
             reported = _report_chunks(probe, started, reported, progress)
-    seconds, sim_seconds = time.monotonic() - started, probe.robot_time()[0] - robot_started
+    seconds, sim_seconds = time.monotonic() - started, (probe.success_stamp or probe.robot_time()[0]) - robot_started
     success = probe.success
     idle_fraction = system.bridge.stream_stats().idle_fraction()
     probe.set_bridge(False)

@@ -8,8 +8,9 @@ time of its simulated instant, so a camera frame carries its capture time. Two w
                   (a loaded machine) it skips ahead, so results can depend on the machine's load.
   sim_time true   the physics is the clock, as Gazebo with `use_sim_time`: it publishes /clock, never skips (a
                   loaded machine runs it slower than real time), and in sync execution it stands still from a
-                  chunk request's camera frame until the policy's answer (at most policy_wait_timeout wall
-                  seconds), so the policy's latency costs no simulated time. Run every node with use_sim_time.
+                  chunk request's camera frame until the bridge's next request, i.e. while the policy thinks
+                  (at most policy_wait_timeout wall seconds), so the policy's latency costs no simulated time.
+                  Run every node with use_sim_time.
 Publishes:
   image_raw (sensor_msgs/Image rgb8, CAMERA)          the fixed front-top camera, at camera_fps
   joint_states (sensor_msgs/JointState, ROBOT_STATE)  6 arm joints [rad] + 2 finger joints [m], at state_rate_hz
@@ -30,8 +31,8 @@ Subscribes:
                                                       does the IK and refuses (logs, counts, holds) targets
                                                       outside its workspace or reach
   gripper_command (std_msgs/Float64, COMMAND)         0.0 = closed .. 1.0 = open
-  chunk_request (std_msgs/Header, COMMAND)            sim_time only: the bridge's sync-mode request (pause)
-  action_chunk (videovla_msgs/ActionChunk, ACTION_CHUNK) sim_time only: the policy's answer (resume)
+  chunk_request (std_msgs/Header, COMMAND)            sim_time only: the bridge's sync-mode requests (when to
+                                                      stand still, and when to go on)
 Services:
   ~/reset (std_srvs/Trigger)                          new episode with the next seed; the reply's message says
                                                       the seed and the instruction to send on `instruction`
@@ -59,7 +60,6 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64, Header, String
 from std_srvs.srv import Trigger
 
-from videovla_msgs.msg import ActionChunk
 from videovla_ros import qos
 from videovla_ros.action_chunk import ns_to_time, time_to_ns
 from videovla_ros.backends.base import pose_from_msg, pose_stamped
@@ -78,6 +78,9 @@ from videovla_sim.tasks import EpisodeSetup, InstructionError
 NODE_NAME = "sim_arm"
 DIAGNOSTICS_PERIOD = 1.0
 RESET_TIMEOUT = 10.0
+# While the world waits for the policy, the frame it waits at is sent again this often [wall s]: the camera is
+# best effort, and a policy that lost that frame would otherwise wait for one that never comes.
+FRAME_RESEND_PERIOD = 1.0
 
 # ROS time 0 means "no time yet" to rclpy's clock and to the policy's stamp check: simulated time starts here.
 SIM_TIME_START_NS = NANOSECONDS_PER_SECOND
@@ -97,7 +100,7 @@ SIM_PARAMETERS: tuple[Spec, ...] = (
     Spec(
         "policy_wait_timeout",
         30.0,
-        "sim_time: the longest the physics waits for the answer to a chunk request [wall s]; 0 = never waits",
+        "sim_time: the longest the physics waits for the bridge's next chunk request [wall s]; 0 = never waits",
         low=0,
     ),
     Spec("frame_id", "base_link", "frame of ee_pose and of accepted target_pose messages"),
@@ -187,6 +190,9 @@ class SimArmNode(Node):
         self._rate_reference = (time.monotonic(), 0.0)
         """(wall time, _simulated_total) at the previous diagnostics message."""
         self._rejected_reported = 0
+        self._last_frame: tuple[Image, String | None] | None = None
+        """The newest camera frame and its scene state (physics thread only), resent while the world waits."""
+        self._last_resend = 0.0
         self._reset_requested = threading.Event()
         self._reset_done = threading.Event()
         self._reset_reply = (False, "")
@@ -204,7 +210,6 @@ class SimArmNode(Node):
         self.create_subscription(Float64, "gripper_command", self._on_gripper_command, qos.COMMAND)
         if config.sim_time and config.policy_wait_timeout > 0:
             self.create_subscription(Header, "chunk_request", self._on_chunk_request, qos.COMMAND)
-            self.create_subscription(ActionChunk, "action_chunk", self._on_action_chunk, qos.ACTION_CHUNK)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=MutuallyExclusiveCallbackGroup())
         # Wall-clock diagnostics: they report the achieved real-time factor and keep coming while the physics
         # waits for the policy (simulated time, and every ROS-time timer, then stands still).
@@ -229,10 +234,7 @@ class SimArmNode(Node):
             self._pending_gripper = float(msg.data)
 
     def _on_chunk_request(self, msg: Header) -> None:
-        self._pause.on_request(time_to_ns(msg.stamp), time.monotonic())
-
-    def _on_action_chunk(self, msg: ActionChunk) -> None:
-        self._pause.on_answer(time_to_ns(msg.header.stamp))
+        self._pause.on_request(time_to_ns(msg.stamp))
 
     def _apply_pending_commands(self) -> None:
         with self._pending_lock:
@@ -290,8 +292,12 @@ class SimArmNode(Node):
 
     def _tick(self) -> None:
         self._apply_pending_commands()
-        if self._pause.paused(time.monotonic()):
+        now = time.monotonic()
+        if self._pause.paused(now):
             self._paused_total += 1.0 / self.config.physics_tick_hz
+            if self._last_frame is not None and now - self._last_resend >= FRAME_RESEND_PERIOD:
+                self._last_resend = now
+                self._publish_frame(*self._last_frame)
             return
         env = self._env
         timestep = env.scene.model.opt.timestep
@@ -306,7 +312,7 @@ class SimArmNode(Node):
             self._publish_clock()
             self._publish_due_events()
             if self._pause.paused(time.monotonic()):
-                break  # the frame the policy will answer is out: the world stands still at its instant
+                break  # the frame the policy answers from is out: the world stands still at its instant
         self._simulated_total += env.time - before
         self._book.set("sim_time_s", env.time)
 
@@ -322,11 +328,14 @@ class SimArmNode(Node):
         stamp_ns = self._sim_clock.to_outside_ns(env.time)
         if self._camera_event.fire(env.time):
             self._pause.on_frame(stamp_ns, time.monotonic())
-            self._image_pub.publish(rgb_to_image_msg(env.render(), ns_to_time(stamp_ns), self.config.camera_frame_id))
-            self._book.count("frames_published")
+            self._last_resend = time.monotonic()
+            image = rgb_to_image_msg(env.render(), ns_to_time(stamp_ns), self.config.camera_frame_id)
+            state = None
             if self._scene_state_pub.get_subscription_count() > 0:
-                state = SceneState.capture(env.scene, env.setup, self.config.task, stamp_ns)
-                self._scene_state_pub.publish(String(data=state.to_json()))
+                scene_state = SceneState.capture(env.scene, env.setup, self.config.task, stamp_ns)
+                state = String(data=scene_state.to_json())
+            self._last_frame = (image, state)
+            self._publish_frame(image, state)
         if self._state_event.fire(env.time):
             scene = env.scene
             joints = JointState()
@@ -340,6 +349,13 @@ class SimArmNode(Node):
         if self._success_event.fire(env.time):
             self._success_pub.publish(Bool(data=env.success()))
             self._grasped_pub.publish(String(data=",".join(env.grasped_objects())))
+
+    def _publish_frame(self, image: Image, state: String | None) -> None:
+        # The state first: the expert policy reads the newest state when the frame arrives.
+        if state is not None:
+            self._scene_state_pub.publish(state)
+        self._image_pub.publish(image)
+        self._book.count("frames_published")
 
     # ---- episodes ---------------------------------------------------------------------------------------
 

@@ -106,15 +106,17 @@ class SimulatedClock:
 
 
 class PolicyPause:
-    """Sync execution in simulated time: the world waits while the policy thinks.
+    """Sync execution in simulated time: the world waits while the policy thinks and the bridge takes its answer in.
 
-    The arm bridge asks for a chunk (request stamped R, ROS ns) and the policy answers from the first camera
-    frame captured at or after R. The physics runs on until it has published such a frame, then stands still,
-    and /clock with it, until an action chunk captured at or after R arrives, so the policy's latency costs no
-    simulated time. After `timeout` wall seconds without an answer it runs on (a dead policy must not freeze
-    the world; the bridge's watchdogs then act in simulated time) and counts a timeout. timeout 0: never pause.
-    Thread-safe: requests and answers come from ROS callbacks, frames and `paused` from the physics thread.
-    Wall times are time.monotonic() seconds.
+    In sync mode the arm bridge asks for every chunk with a request stamped R (ROS ns): the chunk must come from
+    a camera frame captured at or after R. It sends the next request as soon as it has admitted (or refused) the
+    answer. So the physics runs until it has published a frame at or after the newest request, then stands still,
+    and /clock with it, until a newer request arrives: the policy's latency and the bridge's own delays cost no
+    simulated time, and every chunk starts from the same simulated instant whatever the machine's load. After
+    `timeout` wall seconds without a newer request (a dead policy, a disabled bridge) it runs on and counts a
+    timeout. timeout 0: never pause. Only frames published after a request arrived count, so a late request
+    never waits on a frame the policy may already have used. Thread-safe: requests come from ROS callbacks,
+    frames and `paused` from the physics thread. Wall times are time.monotonic() seconds.
     """
 
     def __init__(self, timeout: float) -> None:
@@ -124,37 +126,23 @@ class PolicyPause:
         self.timeouts = 0
         self._lock = threading.Lock()
         self._request_ns: int | None = None
-        self._latest_frame_ns: int | None = None
-        self._latest_answer_ns: int | None = None
+        self._armed = False
+        """A request is in whose frame has not been published yet."""
         self._waiting_since: float | None = None
 
-    def on_request(self, stamp_ns: int, wall: float) -> None:
-        """A chunk request stamped `stamp_ns`; a request already answered or older than the pending one is moot."""
+    def on_request(self, stamp_ns: int) -> None:
+        """A chunk request stamped `stamp_ns`: the world goes on to its frame (one not newer than the newest
+        request changes nothing)."""
         with self._lock:
-            if self.timeout == 0 or (self._latest_answer_ns is not None and self._latest_answer_ns >= stamp_ns):
+            if self.timeout == 0 or (self._request_ns is not None and stamp_ns <= self._request_ns):
                 return
-            if self._request_ns is not None and self._request_ns >= stamp_ns:
-                return
-            self._request_ns = stamp_ns
-            self._waiting_since = None
-            if self._latest_frame_ns is not None and self._latest_frame_ns >= stamp_ns:
-                self._waiting_since = wall  # the frame the policy needs is out already
+            self._request_ns, self._armed, self._waiting_since = stamp_ns, True, None
 
     def on_frame(self, stamp_ns: int, wall: float) -> None:
-        """A camera frame stamped `stamp_ns` is about to be published (call before publishing: a fast answer
-        must find the wait begun)."""
+        """A camera frame stamped `stamp_ns` is being published."""
         with self._lock:
-            self._latest_frame_ns = stamp_ns
-            if self._request_ns is not None and self._waiting_since is None and stamp_ns >= self._request_ns:
-                self._waiting_since = wall
-
-    def on_answer(self, capture_ns: int) -> None:
-        """An action chunk predicted from the frame captured at `capture_ns` was published."""
-        with self._lock:
-            if self._latest_answer_ns is None or capture_ns > self._latest_answer_ns:
-                self._latest_answer_ns = capture_ns
-            if self._request_ns is not None and capture_ns >= self._request_ns:
-                self._request_ns = self._waiting_since = None
+            if self._armed and self._request_ns is not None and stamp_ns >= self._request_ns:
+                self._armed, self._waiting_since = False, wall
 
     def paused(self, wall: float) -> bool:
         """Whether the physics must stand still at wall time `wall`."""
@@ -164,10 +152,10 @@ class PolicyPause:
             if wall - self._waiting_since <= self.timeout:
                 return True
             self.timeouts += 1
-            self._request_ns = self._waiting_since = None
+            self._waiting_since = None
             return False
 
     def clear(self) -> None:
-        """A new episode: requests, frames and answers of the previous one no longer count."""
+        """A new episode: nothing is waited for (a request of the previous episode no longer counts)."""
         with self._lock:
-            self._request_ns = self._latest_frame_ns = self._latest_answer_ns = self._waiting_since = None
+            self._armed, self._waiting_since = False, None
