@@ -79,12 +79,21 @@ def test_bad_arguments_give_exit_code_2(checkpoint, capsys):
     assert "episodes must be >= 1, got 0" in capsys.readouterr().err
     assert main(["--checkpoint", str(checkpoint), "--imagination-every", "0"]) == 2
     assert "imagination_every must be >= 1 chunk, got 0" in capsys.readouterr().err
+    assert main(["--policy", "expert", "--policy-latency", "-1"]) == 2
+    assert "policy_latency must be >= 0 s, got -1.0" in capsys.readouterr().err
 
 
 def test_a_dead_policy_node_leaves_the_simulated_arm_held_still(checkpoint):
     # A generous state watchdog: a loaded machine can delay the simulated arm's state by more than the default
     # 0.5 s, and this test is about the chunk watchdog stopping the arm when the policy dies.
-    config = EvalConfig(checkpoint=str(checkpoint), namespace="stall_test", chunk_watchdog=1.0, state_watchdog=3.0)
+    # Wall-clock time: in simulated time the world would wait (up to 30 s) for the dead policy's answer.
+    config = EvalConfig(
+        checkpoint=str(checkpoint),
+        namespace="stall_test",
+        chunk_watchdog=1.0,
+        state_watchdog=3.0,
+        sim_time=False,
+    )
     with SimulatedSystem(config) as system:
         system.start_task("pick", 0)
         probe, bridge = system.probe, system.bridge
