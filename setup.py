@@ -70,8 +70,8 @@ setup(
             "videovla-import = videovla_model.importers.cli:import_main",
             "videovla-export = videovla_model.importers.cli:export_main",
             # Closed-loop evaluation and the demo (sim + policy + bridge through ROS, one process)
-            "videovla-eval = videovla_ros.evaluate:main",
-            "videovla-demo = videovla_ros.evaluate:demo_main",
+            "videovla-eval = videovla_ros.evaluate_cli:main",
+            "videovla-demo = videovla_ros.evaluate_cli:demo_main",
         ],
     },
 )

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from videovla_ros.action_chunk import TimedChunk
-from videovla_ros.chunk_admission import AdmissionLimits, BridgeState, ChunkPlan, ChunkRejection, plan_chunk
+from videovla_ros.chunk_admission import (
+    AdmissionLimits,
+    BridgeState,
+    ChunkPlan,
+    ChunkRejection,
+    outstanding_request_ns,
+    plan_chunk,
+)
 from videovla_ros.safety import SafetyLimits
 from videovla_ros.trajectory import Pose, PoseHistory
 
@@ -110,6 +117,18 @@ def test_a_stray_chunk_does_not_break_the_sync_cycle():
     stray = plan_chunk(_chunk(capture_ns=NOW - S // 2), state, NOW, "sync", LIMITS)
     assert isinstance(stray, ChunkRejection) and not stray.request_again
     assert isinstance(plan_chunk(_chunk(), state, NOW, "sync", LIMITS), ChunkPlan)
+
+
+def test_a_repeated_request_keeps_the_first_outstanding_requests_stamp():
+    # Sync: asked at NOW - 0.5 s; the policy is slower than the chunk watchdog, which asks again at NOW - 0.1 s.
+    # Its answer, captured at NOW - 0.3 s (after the first request, before the repeat), is the awaited chunk.
+    first = outstanding_request_ns(None, NOW - S // 2)
+    repeated = outstanding_request_ns(first, NOW - S // 10)
+    assert first == repeated == NOW - S // 2
+    answer = plan_chunk(_chunk(capture_ns=NOW - 3 * S // 10), _state(request_ns=repeated), NOW, "sync", LIMITS)
+    assert isinstance(answer, ChunkPlan), answer
+    # Once the answer is admitted nothing is outstanding (the node sets None); the next request starts afresh.
+    assert outstanding_request_ns(None, NOW) == NOW
 
 
 def test_rows_are_clamped_and_the_clamps_reported():

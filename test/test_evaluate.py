@@ -16,7 +16,11 @@ from ros_process import wait_for
 
 from videovla_model.configuration import VideoVLAConfig
 from videovla_model.modeling import VideoVLAModel
-from videovla_ros.evaluate import EvalConfig, EvalProbe, SimulatedSystem, demo, enable_bridge, main
+from videovla_ros.eval_config import EvalConfig
+from videovla_ros.eval_probe import EvalProbe
+from videovla_ros.evaluate import demo, enable_bridge
+from videovla_ros.evaluate_cli import main
+from videovla_ros.simulated_system import SimulatedSystem
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +78,19 @@ def test_the_scripted_expert_picks_through_the_same_nodes_and_bridge(tmp_path, c
     assert "expert policy" in capsys.readouterr().out
 
 
-def test_bad_arguments_give_exit_code_2(checkpoint, capsys):
-    assert main(["--checkpoint", str(checkpoint), "--episodes", "0"]) == 2
-    assert "episodes must be >= 1, got 0" in capsys.readouterr().err
-    assert main(["--checkpoint", str(checkpoint), "--imagination-every", "0"]) == 2
-    assert "imagination_every must be >= 1 chunk, got 0" in capsys.readouterr().err
-    assert main(["--policy", "expert", "--policy-latency", "-1"]) == 2
-    assert "policy_latency must be >= 0 s, got -1.0" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--episodes", "0"], "episodes must be >= 1, got 0"),
+        (["--imagination-every", "0"], "imagination_every must"),
+        (["--policy-latency", "-1"], "policy_latency must be >= 0 s, got -1.0"),
+    ],
+)
+def test_bad_arguments_give_exit_code_2(checkpoint, capsys, arguments, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(checkpoint), *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_a_dead_policy_node_leaves_the_simulated_arm_held_still(checkpoint):
@@ -88,11 +98,7 @@ def test_a_dead_policy_node_leaves_the_simulated_arm_held_still(checkpoint):
     # 0.5 s, and this test is about the chunk watchdog stopping the arm when the policy dies.
     # Wall-clock time: in simulated time the world would wait (up to 30 s) for the dead policy's answer.
     config = EvalConfig(
-        checkpoint=str(checkpoint),
-        namespace="stall_test",
-        chunk_watchdog=1.0,
-        state_watchdog=3.0,
-        sim_time=False,
+        checkpoint=str(checkpoint), namespace="stall_test", chunk_watchdog=1.0, state_watchdog=3.0, sim_time=False
     )
     with SimulatedSystem(config) as system:
         system.start_task("pick", 0)

@@ -33,3 +33,10 @@ def test_repeat_filter_logs_new_kinds_at_once_and_repeats_once_per_period():
     assert gate.check("image encoding must be one of [...], got 'yuv422'", round(1.1 * S)) == 1  # new kind
     assert gate.check("image encoding must be one of [...], got 'yuv422'", round(1.2 * S)) is None
     assert gate.check("image encoding must be one of [...], got 'yuv422'", round(3.2 * S)) == 1  # period over
+
+
+def test_repeat_filter_gives_the_line_to_log_with_the_count_of_suppressed_ones():
+    gate = RepeatFilter(period=2.0)
+    assert gate.filter("stale frame 1", 0) == "stale frame 1"
+    assert gate.filter("stale frame 2", S) is None
+    assert gate.filter("stale frame 3", 3 * S) == "stale frame 3 (1 similar messages suppressed)"

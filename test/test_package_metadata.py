@@ -34,6 +34,7 @@ PYTHON_LIBRARIES = {
     "rosbags": None,
     "pyarrow": None,
     "av": None,
+    "tyro": None,
 }
 PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow", "yaml": "pyyaml"}
 

@@ -3,11 +3,41 @@
 from __future__ import annotations
 
 import array
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from videovla_ros.bridge_config import BRIDGE_PARAMETERS, bridge_config
-from videovla_ros.parameters import Spec, check_values
+from videovla_ros.bridge_config import BRIDGE_PARAMETERS, BridgeParameters, bridge_config
+from videovla_ros.parameters import (
+    MAX_UNKNOWN_NAMED,
+    Spec,
+    check_fields,
+    check_values,
+    closest_name,
+    from_values,
+    group,
+    parameter,
+    specs,
+    unknown_parameters_warning,
+)
+
+
+@dataclass(frozen=True)
+class _Gripper:
+    width: float = parameter(0.08, "opening [m]", above=0)
+
+
+@dataclass(frozen=True)
+class _Params:
+    rate: float = parameter(10.0, "rate [Hz]", above=0)
+    mode: str = parameter("a", "mode", choices=("a", "b"))
+    topic: str = parameter("image_raw", "camera topic", non_empty=True)
+    gripper: _Gripper = group(_Gripper)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @pytest.mark.parametrize(
@@ -46,9 +76,47 @@ def test_bad_values_name_the_parameter_and_what_it_expects(spec, value, message)
     assert str(error.value) == message
 
 
+def test_a_dataclass_declares_its_fields_with_groups_as_dotted_names():
+    assert [(spec.name, spec.default, spec.expected()) for spec in specs(_Params)] == [
+        ("rate", 10.0, "a number > 0"),
+        ("mode", "a", "one of ['a', 'b']"),
+        ("topic", "image_raw", "a non-empty string"),
+        ("gripper.width", 0.08, "a number > 0"),
+    ]
+    params = from_values(_Params, {"rate": 5, "gripper.width": 0.1})  # YAML's 5 for 5.0; the rest defaults
+    assert params == _Params(rate=5.0, gripper=_Gripper(width=0.1)) and type(params.rate) is float
+    with pytest.raises(ValueError, match=r"^parameter gripper.width must be a number > 0, got -1.0$"):
+        from_values(_Params, {"gripper.width": -1.0})
+
+
+def test_an_instance_built_directly_is_checked_and_converted_like_one_read():
+    assert type(_Params(rate=3).rate) is float
+    with pytest.raises(ValueError, match=r"^parameter topic must be a non-empty string, got ' '$"):
+        _Params(topic=" ")
+    with pytest.raises(ValueError, match=r"^parameter mode must be one of \['a', 'b'\], got 'c'$"):
+        dataclasses.replace(_Params(), mode="c")
+
+
+def test_a_field_that_is_not_a_parameter_is_refused():
+    @dataclass(frozen=True)
+    class Loose:
+        rate: float = 1.0
+
+    with pytest.raises(TypeError, match=r"Loose\.rate is neither a parameter"):
+        specs(Loose)
+
+
+def test_a_long_bad_value_is_cut_in_the_message():
+    with pytest.raises(ValueError) as error:
+        Spec("rate", 1.0, "").check("x" * 10_000)
+    assert len(str(error.value)) < 150
+
+
 def test_the_descriptor_shows_the_description_and_range_read_only():
     descriptor = Spec("rate", 100.0, "stream rate [Hz]", above=0.0).descriptor()
     assert descriptor.description == "stream rate [Hz] (a number > 0)" and descriptor.read_only
+    assert descriptor.dynamic_typing  # YAML's `100` for a float parameter is converted, not refused
+    assert not Spec("rate", 100.0, "").descriptor(read_only=False).read_only
 
 
 def test_bridge_defaults_make_a_valid_config_with_backend_options_nested():
@@ -70,6 +138,7 @@ def test_bridge_defaults_make_a_valid_config_with_backend_options_nested():
     nested = bridge_config({"backend": "servo", "servo.command": "pose", "moveit_py.pose_link": "tool0"})
     assert nested.backend_params.servo.command == "pose" and nested.backend_params.moveit_py.pose_link == "tool0"
     assert check_values(BRIDGE_PARAMETERS, {"stream_rate_hz": 50})["stream_rate_hz"] == 50.0
+    assert specs(BridgeParameters) == BRIDGE_PARAMETERS
 
 
 @pytest.mark.parametrize(
@@ -84,3 +153,83 @@ def test_rules_across_parameters_name_them(values, message):
     with pytest.raises(ValueError) as error:
         bridge_config(values)
     assert message in str(error.value)
+
+
+def test_unknown_parameters_are_named_with_the_closest_known_name():
+    known = [spec.name for spec in BRIDGE_PARAMETERS]
+    assert unknown_parameters_warning(["execution_mode", "backend"], known) is None
+    assert unknown_parameters_warning(["mode", "backend"], known) == (
+        "unknown parameter 'mode' (did you mean 'execution_mode'?): ignored "
+        "(check the params file's keys against `ros2 param list`)"
+    )
+    message = unknown_parameters_warning(["stream_rate", "realman.prefx", "zzz"], known)
+    assert message is not None and message.startswith(
+        "unknown parameters 'realman.prefx' (did you mean 'realman.prefix'?), "
+        "'stream_rate' (did you mean 'stream_rate_hz'?), 'zzz': ignored"
+    )
+    assert closest_name("servo_command", known) == "servo.command"
+    assert closest_name("zzz", known) is None
+
+
+def test_the_unknown_parameter_warning_is_bounded():
+    given = [f"unknown_{i:04d}" + "x" * 500 for i in range(1000)]
+    message = unknown_parameters_warning(given, ["rate"])
+    assert message is not None and len(message) < 1500
+    assert message.count("'unknown_") == MAX_UNKNOWN_NAMED and message.endswith(
+        f"and {1000 - MAX_UNKNOWN_NAMED} more: ignored (check the params file's keys against `ros2 param list`)"
+    )
+
+
+def test_a_node_warns_once_about_a_params_file_key_it_does_not_know(tmp_path, capfd):
+    from ros_process import ros_context
+
+    from videovla_ros.arm_bridge_node import ArmBridgeNode
+
+    params_file = tmp_path / "old.yaml"
+    params_file.write_text("/**/arm_bridge:\n  ros__parameters:\n    mode: async\n    dry_run: true\n")
+    with ros_context() as context:
+        node = ArmBridgeNode(context=context, cli_args=["--ros-args", "--params-file", str(params_file)])
+        try:
+            assert node.config.dry_run and not node.has_parameter("mode")
+        finally:
+            node.destroy_node()
+    err = capfd.readouterr().err
+    assert err.count("unknown parameter") == 1
+    assert "unknown parameter 'mode' (did you mean 'execution_mode'?)" in err
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat: dict = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+@pytest.mark.parametrize("layers", [["realman.yaml"], ["realman.yaml", "sim.yaml"]])
+def test_the_shipped_params_files_set_only_declared_parameters_to_valid_values(layers):
+    import yaml
+
+    from videovla_ros.policy_parameters import PolicyNodeParameters
+    from videovla_ros.recorder_node import RecorderNodeParameters
+
+    nodes = {
+        "arm_bridge": BridgeParameters,
+        "videovla_policy": PolicyNodeParameters,
+        "recorder": RecorderNodeParameters,
+    }
+    merged: dict[str, dict] = {node: {} for node in nodes}
+    for file_name in layers:  # sim.yaml is loaded after realman.yaml (launch_plan.params_files)
+        path = Path(__file__).resolve().parents[1] / "config" / file_name
+        for key, section in yaml.safe_load(path.read_text()).items():
+            node = key.removeprefix("/**/")
+            if node in nodes:  # sim_arm: its own node's tests
+                values = _flatten(section["ros__parameters"])
+                known = [spec.name for spec in specs(nodes[node])]
+                assert unknown_parameters_warning(values, known) is None, f"{file_name}: {node}"
+                merged[node].update(values)
+    merged["videovla_policy"]["checkpoint"] = "/ckpt"  # given with checkpoint:= (or the shipped model with sim)
+    for node, values in merged.items():
+        from_values(nodes[node], values)

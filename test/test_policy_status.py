@@ -8,7 +8,10 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 
 from videovla_model.devices import DeviceUnavailableError, check_device
-from videovla_ros.policy_status import PolicyActivity, policy_status
+from videovla_ros.inference_scheduler import InferenceScheduler
+from videovla_ros.metrics import RunningStats
+from videovla_ros.policy_parameters import PolicyNodeParameters
+from videovla_ros.policy_status import PolicyActivity, policy_status, timing_gauges
 
 S = 1_000_000_000
 
@@ -48,3 +51,27 @@ def test_an_unavailable_device_is_named():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceUnavailableError, match=r"device 'cuda:0' is not available: .*use device 'cpu'"):
             check_device("cuda:0")
+
+
+def test_timing_gauges_name_every_timing_of_diagnostics():
+    inference, overhead = RunningStats(), RunningStats()
+    inference.add(1.0)
+    inference.add(2.0)
+    overhead.add(0.01)
+    assert timing_gauges(inference, overhead, 0.5) == {
+        "inference_time_last": 2.0,
+        "inference_time_mean": 1.5,
+        "ros_overhead_last": 0.01,
+        "ros_overhead_mean": 0.01,
+        "chunk_rate_hz": 0.5,
+    }
+
+
+def test_activity_of_a_configured_node_reads_its_scheduler_and_parameters():
+    params = PolicyNodeParameters(policy="expert", camera_topic="cam", image_transport="compressed")
+    scheduler = InferenceScheduler("sync", params.max_image_age, params.max_instruction_length)
+    scheduler.set_instruction("pick up the red cube")
+    activity = PolicyActivity.of(scheduler, params, active_since_ns=0, last_error=None)
+    assert activity.image_topic == "cam/compressed" and activity.instruction == "pick up the red cube"
+    assert activity.waiting_for_request and activity.last_frame_ns is None
+    assert policy_status(activity, 2 * S) == (DiagnosticStatus.WARN, "no camera image on 'cam/compressed' for 2.0 s")

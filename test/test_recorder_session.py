@@ -125,26 +125,28 @@ def test_videovla_recover_cli(tmp_path, capsys):
 
 
 def test_node_parameters_are_checked_and_name_the_topics():
+    from videovla_ros.parameters import from_values
     from videovla_ros.recorder_node import RecorderNodeParameters
 
     defaults = {spec.name: spec.default for spec in dataclasses.fields(RecorderNodeParameters)}
-    realman = RecorderNodeParameters.from_values({**defaults, "dataset": "d", "arm_state": "udp_arm_position"})
+    realman = from_values(RecorderNodeParameters, {**defaults, "dataset": "d", "arm_state": "udp_arm_position"})
     config = realman.session_config()
     assert config.stream_names == StreamNames("image_raw", "/rm_driver/udp_arm_position", "gripper_command")
-    compressed = RecorderNodeParameters.from_values({**defaults, "dataset": "d", "image_transport": "compressed"})
+    compressed = from_values(RecorderNodeParameters, {**defaults, "dataset": "d", "image_transport": "compressed"})
     assert compressed.image_topic == "image_raw/compressed" and compressed.pose_topic == "ee_pose"
     assert (
-        not RecorderNodeParameters.from_values({**defaults, "dataset": "d", "gripper_topic": ""})
+        not from_values(RecorderNodeParameters, {**defaults, "dataset": "d", "gripper_topic": ""})
         .session_config()
         .has_gripper
     )
     for change, message in [
         ({"dataset": ""}, "parameter dataset must be a non-empty string"),
         ({"arm_state": "joints"}, r"parameter arm_state must be one of \['ee_pose', 'udp_arm_position'\]"),
-        ({"action_rate_hz": 0.0}, "parameter action_rate_hz must be a finite number > 0"),
-        ({"min_steps": 0}, "parameter min_steps must be >= 1"),
-        ({"max_gap": "1"}, "parameter max_gap must be of type float"),
-        ({"min_free_disk_mb": -5.0}, "min_free_disk_mb must be a number >= 0"),
+        ({"action_rate_hz": 0.0}, "parameter action_rate_hz must be a number > 0, got 0.0"),
+        ({"action_rate_hz": float("inf")}, "parameter action_rate_hz must be a number > 0, got inf"),
+        ({"min_steps": 0}, "parameter min_steps must be an integer >= 1"),
+        ({"max_gap": "1"}, "parameter max_gap must be a number > 0, got '1'"),
+        ({"min_free_disk_mb": -5.0}, "parameter min_free_disk_mb must be a number >= 0"),
     ]:
         with pytest.raises(ValueError, match=message):
-            RecorderNodeParameters.from_values({**defaults, "dataset": "d", **change})
+            from_values(RecorderNodeParameters, {**defaults, "dataset": "d", **change})

@@ -97,8 +97,13 @@ def test_bad_settings_are_refused_with_the_field_named(dataset, capsys):
         VAETrainingConfig(clip_frames=5)
     with pytest.raises(ValueError, match="steps must be an int >= 1"):
         VAETrainingConfig(steps=0)
-    assert main(["--dataset", str(dataset.root), "--output", "x", "--preset", "tiny", "--max-minutes", "-1"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dataset", str(dataset.root), "--output", "x", "--preset", "tiny", "--max-minutes", "-1"])
+    assert exit_info.value.code == 2
     assert "max_minutes must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--dataset", str(dataset.root), "--output", "x"])
+    assert "videovla-train-vae: error: exactly one of preset, config" in capsys.readouterr().err
     assert main(["--dataset", "/nonexistent/data", "--output", "x", "--preset", "tiny"]) == 2
     assert main(["--dataset", str(dataset.root), "--output", "x", "--preset", "tiny", "--init-vae", "/nope"]) == 2
     assert "--init-vae /nope: no diffusers VAE" in capsys.readouterr().err

@@ -91,7 +91,7 @@ from videovla_model.train_checkpoints import (
     skip_model_loading,
 )
 from videovla_model.train_checkpoints import read_metrics as read_metrics  # re-exported: tests read metrics.csv
-from videovla_model.train_cli import build_parser, config_from_args
+from videovla_model.train_cli import LATEST, parse_args
 from videovla_model.train_inputs import PrecomputedInputs
 from videovla_model.training_config import TRAINING_CONFIG_NAME, TrainingConfig
 from videovla_model.training_setup import (
@@ -117,15 +117,15 @@ _SCHEDULE_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """`videovla-train`: exit code 0 after the last step; 2 (SystemExit) for bad settings or a run that cannot start."""
+    config, resume = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        config = config_from_args(args)
-        run = TrainingRun(config, resume=args.resume)
+        run = TrainingRun(config, resume=resume)
     except (ValueError, FileNotFoundError, MemoryError) as error:
-        # DatasetError, bad settings, missing folders, a run that cannot fit: the message names the fix.
-        parser.error(str(error))
+        # DatasetError, missing folders, a refused resume, a run that cannot fit: the message names the fix.
+        print(f"videovla-train: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
     run.train()
     return 0
 
@@ -269,7 +269,7 @@ class TrainingRun(PrecomputedInputs, CheckpointWriting):
                     "continue that run or choose a new --output"
                 )
             return None, 0
-        if resume == "latest":
+        if resume == LATEST:
             if not existing:
                 logger.info("--resume: no complete checkpoint in %s, starting a new run", self.output)
                 return None, 0

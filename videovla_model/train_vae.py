@@ -26,7 +26,6 @@ seconds).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import logging
@@ -34,12 +33,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
+import tyro
 from diffusers import AutoencoderKLCogVideoX
 
+from videovla_model.cli import checked, choices, parse, unchecked
 from videovla_model.configuration import PRESETS, VideoVLAConfig
 from videovla_model.data import EpisodeWindowDataset, dataset_action_rate, frame_stride_for
 from videovla_model.episodes import EpisodeDataset
@@ -52,21 +54,32 @@ METRICS_NAME = "vae_metrics.csv"
 
 @dataclasses.dataclass(frozen=True)
 class VAETrainingConfig:
-    """One VAE run. `max_minutes` ends it early (the newest weights are kept); 0 means no time limit."""
+    """One VAE run's settings (each a `videovla-train-vae` flag).
+
+    `clip_frames` is 8k + 1 so the causal VAE makes an odd number of latents (2k + 1) and decodes them back to
+    exactly the clip's length (an even count decodes to 4 frames per latent).
+    """
 
     steps: int = 2000
+    """optimizer steps"""
     batch_size: int = 4
+    """clips per step"""
     lr: float = 1e-3
+    """AdamW learning rate"""
     kl_weight: float = 1e-4
+    """weight of the KL term"""
     max_minutes: float = 0.0
+    """stop after this long, keeping the newest weights (0: no limit)"""
     seed: int = 0
+    """seed of weights, clip choice and noise"""
     log_every: int = 20
+    """steps between metrics rows"""
     clip_frames: int = 9
+    """frames per clip (8k + 1)"""
     frame_batch: int = 0
-    """Single frames per step besides the clips (0 = none)."""
+    """single frames per step besides the clips (the observation path)"""
     detail_weight: float = 0.0
-    """Frames per training clip: 8k + 1, so the causal VAE makes an odd number of latents (2k + 1) and decodes
-    them back to exactly the clip's length (an even count decodes to 4 frames per latent)."""
+    """extra loss weight of high-contrast pixels (small objects, edges)"""
 
     def __post_init__(self) -> None:
         if not isinstance(self.clip_frames, int) or self.clip_frames < 1 or (self.clip_frames - 1) % 8:
@@ -210,62 +223,65 @@ def train_vae(
     return model
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    defaults = VAETrainingConfig()
-    parser = argparse.ArgumentParser(
-        prog="videovla-train-vae",
-        description="Train a VideoVLA preset's CogVideoX VAE as an autoencoder on recorded frames and write a "
-        "VideoVLA checkpoint around it (for `videovla-train --init-from`).",
-    )
-    parser.add_argument("--dataset", required=True, help="episode dataset folder")
-    parser.add_argument("--output", required=True, help="checkpoint folder to write")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--preset", choices=sorted(PRESETS), help="a VideoVLAConfig preset")
-    source.add_argument("--config", dest="model_config", help="a VideoVLAConfig JSON file")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="clips per step")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
-    parser.add_argument("--kl-weight", type=float, default=defaults.kl_weight, help="weight of the KL term")
-    parser.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long (0 = no limit)")
-    parser.add_argument("--clip-frames", type=int, default=defaults.clip_frames, help="frames per clip (8k + 1)")
-    parser.add_argument("--frame-batch", type=int, default=0, help="single frames per step besides the clips")
-    parser.add_argument("--detail-weight", type=float, default=0.0, help="extra loss weight of high-contrast pixels")
-    parser.add_argument("--init-vae", help="continue training this diffusers VAE folder (e.g. a checkpoint's vae/)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights, clip choice and noise")
-    parser.add_argument("--log-every", type=int, default=defaults.log_every, help="steps between metrics rows")
-    return parser.parse_args(argv)
+_VAESettings = unchecked(VAETrainingConfig)
+
+
+class VAECommand(NamedTuple):
+    """What `videovla-train-vae` was asked to do (parsed, nothing loaded yet)."""
+
+    training: VAETrainingConfig
+    dataset: str
+    output: str
+    preset: str | None
+    model_config: str | None
+    init_vae: str | None
+
+
+def videovla_train_vae(
+    dataset: str,
+    output: str,
+    training: Annotated[_VAESettings, tyro.conf.OmitArgPrefixes],
+    preset: Annotated[str | None, choices(sorted(PRESETS))] = None,
+    model_config: Annotated[str | None, tyro.conf.arg(name="config")] = None,
+    init_vae: str | None = None,
+) -> VAECommand:
+    """Train a VideoVLA preset's CogVideoX VAE as an autoencoder on recorded frames and write a VideoVLA checkpoint
+    around it (for `videovla-train --init-from`).
+
+    Args:
+        dataset: episode dataset folder
+        output: checkpoint folder to write
+        training: the run's settings
+        preset: a VideoVLAConfig preset (or config)
+        model_config: a VideoVLAConfig JSON file (or preset)
+        init_vae: continue training this diffusers VAE folder (e.g. a checkpoint's vae/)
+    """
+    if (preset is None) == (model_config is None):
+        raise ValueError(
+            f"exactly one of preset, config must name the model, got preset={preset}, config={model_config}"
+        )
+    return VAECommand(checked(training), dataset, output, preset, model_config, init_vae)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; returns the exit code (2 for bad arguments or data)."""
-    args = _parse_args(argv)
+    """Console entry point; returns the exit code (2 for missing data or model files; SystemExit 2 for bad flags)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        config = VAETrainingConfig(
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            kl_weight=args.kl_weight,
-            max_minutes=args.max_minutes,
-            seed=args.seed,
-            log_every=args.log_every,
-            clip_frames=args.clip_frames,
-            frame_batch=args.frame_batch,
-            detail_weight=args.detail_weight,
-        )
-        model_config = (
-            VideoVLAConfig.preset(args.preset) if args.preset is not None else VideoVLAConfig.load(args.model_config)
-        )
-        episodes = EpisodeDataset(args.dataset)
+        command = parse(videovla_train_vae, argv, prog="videovla-train-vae")
+        if command.preset is not None:
+            model_config = VideoVLAConfig.preset(command.preset)
+        else:
+            model_config = VideoVLAConfig.load(command.model_config)
+        episodes = EpisodeDataset(command.dataset)
         init_vae = None
-        if args.init_vae is not None:
-            if not (Path(args.init_vae) / "config.json").is_file():
-                raise FileNotFoundError(f"--init-vae {args.init_vae}: no diffusers VAE (config.json) there")
-            init_vae = AutoencoderKLCogVideoX.from_pretrained(args.init_vae)
+        if command.init_vae is not None:
+            if not (Path(command.init_vae) / "config.json").is_file():
+                raise FileNotFoundError(f"--init-vae {command.init_vae}: no diffusers VAE (config.json) there")
+            init_vae = AutoencoderKLCogVideoX.from_pretrained(command.init_vae)
     except (ValueError, FileNotFoundError) as error:
         print(f"videovla-train-vae: {error}", file=sys.stderr)
         return 2
-    train_vae(episodes, model_config, config, Path(args.output), init_vae)
+    train_vae(episodes, model_config, command.training, Path(command.output), init_vae)
     return 0
 
 

@@ -13,9 +13,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from videovla_model.configuration import ADDABLE_CONDITIONING
+import tyro
+
+from videovla_model.cli import choices
+from videovla_model.configuration import ADDABLE_CONDITIONING, PRESETS
 from videovla_model.memory import OPTIMIZERS
 
 TRAINING_CONFIG_NAME = "training_config.json"
@@ -44,55 +47,82 @@ RESUMABLE_CHANGES = frozenset(
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """One `videovla-train` run.
+    """One `videovla-train` run; each field is a flag of that command (`videovla-train --help`).
 
     Exactly one of `preset`, `model_config`, `init_from` says what model is trained; `init_cogvideox` may add
-    pre-trained CogVideoX weights to a `preset` or `model_config`; `add_conditioning` may grow an `init_from`
-    checkpoint by conditioning layers that start at zero (`VideoVLAModel.with_added_conditioning`).
-    `batch_size` is per process (the global batch is batch_size * processes). `frame_stride` is recorded steps
-    between video frames; None derives it from the model's `video_frame_period` and the dataset's action rate.
-    `latent_cache` is a folder for the frozen VAE's posteriors of every training clip
-    (`videovla_model.latent_cache`); None encodes clips at every step. `timestep_beta` replaces the model
-    config's `loss.timestep_beta` for this run (None keeps it).
-    `gradient_checkpointing` None turns it on for transformers of a billion parameters or more (the 5B preset).
-    `lora_rank` None fine-tunes every transformer weight; a rank trains LoRA on the DiT attention plus the action
-    layers (`videovla_model.lora`) and needs pre-trained weights (`init_from` or `init_cogvideox`).
-    `instruction_cache` is the folder of the instructions' T5 embeddings (None: <output>/instruction_cache).
-    `max_memory_gb` caps the memory estimate (default on CUDA: the device's free memory; elsewhere unchecked).
+    pre-trained CogVideoX weights to a `preset` or `model_config`; `add_conditioning` grows an `init_from`
+    checkpoint by layers that start at zero (`VideoVLAModel.with_added_conditioning`). `frame_stride` sets the
+    saved model's `video_frame_period`. `lora_rank` trains LoRA on the DiT attention (q, k, v, out) plus the
+    action layers in full (`videovla_model.lora`); its checkpoints hold only the trained tensors (merge with
+    `videovla-merge-lora`). `latent_cache` is reused by later runs with the same data and VAE and rebuilt
+    otherwise (`videovla_model.latent_cache`). A resumed run must agree with the saved one on every field
+    outside `RESUMABLE_CHANGES`.
     """
 
     dataset: str
+    """episode dataset folder (videovla_model.episodes format)"""
     output: str
-    preset: str | None = None
-    model_config: str | None = None
+    """run folder: checkpoints, metrics.csv, final/"""
+    preset: Annotated[str | None, choices(sorted(PRESETS))] = None
+    """a VideoVLAConfig preset (one of preset, config, init-from)"""
+    model_config: Annotated[str | None, tyro.conf.arg(name="config")] = None
+    """a VideoVLAConfig JSON file (one of preset, config, init-from)"""
     init_from: str | None = None
+    """a VideoVLA checkpoint folder: weights and normalisation statistics (one of preset, config, init-from)"""
     init_cogvideox: str | None = None
-    add_conditioning: tuple[str, ...] = ()
+    """a diffusers CogVideoX image-to-video folder to initialise backbone, VAE and T5 from (with preset/config)"""
+    add_conditioning: Annotated[tuple[str, ...], choices(ADDABLE_CONDITIONING)] = ()
+    """with init-from: grow the checkpoint by these conditioning layers, which start at zero"""
     steps: int = 15_000
+    """optimizer steps in total"""
     batch_size: int = 8
+    """samples per process and step (the global batch is batch_size x processes)"""
     lr: float = 1e-5
+    """AdamW peak learning rate"""
     weight_decay: float = 1e-4
+    """AdamW weight decay"""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas"""
     adam_epsilon: float = 1e-8
+    """AdamW epsilon"""
     warmup_steps: int = 500
+    """linear warm-up steps"""
     lr_schedule: Schedule = "constant"
+    """learning rate after warm-up (linear and cosine decay to 0 at the last step)"""
     grad_clip: float = 1.0
+    """max gradient norm; 0 = off"""
     mixed_precision: MixedPrecision = "no"
-    gradient_checkpointing: bool | None = None
-    optimizer: str = "adamw"
+    """autocast precision (fp16 needs CUDA); weights and optimizer state stay float32"""
+    gradient_checkpointing: tyro.conf.DisallowNone[bool | None] = None
+    """recompute activations in backward to save memory; None: on for transformers of 1B parameters or more"""
+    optimizer: Annotated[str, choices(OPTIMIZERS)] = "adamw"
+    """AdamW, fused AdamW, or 8-bit AdamW (bitsandbytes, CUDA only; 2 instead of 8 bytes per weight)"""
     lora_rank: int | None = None
+    """rank-R LoRA on the DiT attention (needs init-from or init-cogvideox); None: train every weight"""
     lora_alpha: float | None = None
+    """LoRA scale alpha (None: the rank)"""
     max_memory_gb: float | None = None
+    """refuse to start when the memory estimate exceeds this; None: the CUDA device's free memory"""
     instruction_cache: str | None = None
+    """folder of the instructions' T5 embeddings (encoded once); None: OUTPUT/instruction_cache"""
     save_every: int = 1000
+    """steps between checkpoints"""
     keep_checkpoints: int | None = None
+    """keep only the newest N checkpoints (None: all)"""
     log_every: int = 10
+    """steps between metrics.csv rows"""
     seed: int = 0
+    """seed of weights, data order and noise"""
     num_workers: int = 2
+    """dataloader worker processes"""
     video_loss: bool = True
+    """train on the video loss beside the action loss (--no-video-loss: the action-only ablation)"""
     timestep_beta: float | None = None
+    """training timesteps ~ T * Beta(value, 1): 1 is uniform, more is noisier; None: the model config's"""
     frame_stride: int | None = None
+    """recorded steps between video frames; None: the model's video_frame_period x the dataset's action rate"""
     latent_cache: str | None = None
+    """folder of the frozen VAE's posteriors of every clip, encoded once; None: encode clips at every step"""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -100,6 +130,8 @@ class TrainingConfig:
             raise ValueError("dataset must be a dataset folder, got ''")
         if not self.output:
             raise ValueError("output must be an output folder, got ''")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         sources = [name for name in ("preset", "model_config", "init_from") if getattr(self, name) is not None]
         if len(sources) != 1:
             raise ValueError(

@@ -22,7 +22,7 @@ Services:
   ~/enable (std_srvs/SetBool)                              data=true enables (refused with a reason when the
                                                            robot state is silent, the pose is outside the
                                                            workspace or the e-stop is asserted); false disables
-Parameters: videovla_ros.bridge_config.BRIDGE_PARAMETERS (all read-only; restart the node to change them).
+Parameters: videovla_ros.bridge_config.BridgeParameters (all read-only; restart the node to change them).
 Shutdown: Ctrl-C or SIGTERM while enabled stops the arm through the backend before the node goes away.
 
 Admission: which chunks run and how is decided by videovla_ros.chunk_admission.plan_chunk (pure); this node
@@ -59,8 +59,14 @@ from videovla_ros import qos
 from videovla_ros.action_chunk import ChunkRejectedError, TimedChunk, from_msg, ns_to_time
 from videovla_ros.backends import make_backend
 from videovla_ros.backends.base import pose_stamped
-from videovla_ros.bridge_config import BRIDGE_PARAMETERS, bridge_config
-from videovla_ros.chunk_admission import AdmissionLimits, BridgeState, ChunkRejection, plan_chunk
+from videovla_ros.bridge_config import BridgeConfig, BridgeParameters
+from videovla_ros.chunk_admission import (
+    AdmissionLimits,
+    BridgeState,
+    ChunkRejection,
+    outstanding_request_ns,
+    plan_chunk,
+)
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
 from videovla_ros.node_runner import run_node
 from videovla_ros.parameters import declare, read
@@ -102,8 +108,8 @@ class ArmBridgeNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        declare(self, BRIDGE_PARAMETERS)
-        self.config = bridge_config(read(self, BRIDGE_PARAMETERS))
+        declare(self, BridgeParameters)
+        self.config = BridgeConfig.from_parameters(read(self, BridgeParameters))
         limits = self.config.limits
 
         self._lock = threading.Lock()
@@ -335,10 +341,7 @@ class ArmBridgeNode(Node):
         """sync: asks for a chunk predicted from a frame captured at or after `stamp_ns` (now, or when the
         executing rows end) (caller holds the lock)."""
         self._request_pub.publish(Header(stamp=ns_to_time(stamp_ns), frame_id=self.config.backend_params.frame_id))
-        if self._request_ns is None:
-            # A repeated request (the chunk watchdog's) keeps the first one's stamp: a policy slower than the
-            # watchdog is still answering that one, and its answer must not be rejected as a stray.
-            self._request_ns = stamp_ns
+        self._request_ns = outstanding_request_ns(self._request_ns, stamp_ns)
         self._book.count("chunk_requests")
         # Silence is measured from the request's instant: the policy has chunk_watchdog seconds to answer.
         self._chunk_watchdog.restart(stamp_ns)

@@ -138,6 +138,16 @@ def plan_chunk(
     )
 
 
+def outstanding_request_ns(outstanding_ns: int | None, request_ns: int) -> int:
+    """Sync: the stamp an answer must be captured at or after (BridgeState.request_ns) once a chunk request is
+    sent at `request_ns`, given the outstanding one's (None: none outstanding).
+
+    A repeated request (the chunk watchdog's, or one after a refused answer) keeps the first outstanding
+    request's stamp: a policy slower than the watchdog is still answering that one, and its answer must not be
+    rejected as a stray."""
+    return request_ns if outstanding_ns is None else outstanding_ns
+
+
 def _unrequested_reason(chunk: TimedChunk, request_ns: int | None) -> str:
     if request_ns is None:
         return (

@@ -81,3 +81,10 @@ class RepeatFilter:
             suppressed, self._suppressed = self._suppressed, 0
             self._last_kind, self._last_time_ns = kind, now_monotonic_ns
             return suppressed
+
+    def filter(self, message: str, now_monotonic_ns: int) -> str | None:
+        """`message` as it is to be logged now (naming how many similar ones were suppressed), or None."""
+        suppressed = self.check(message, now_monotonic_ns)
+        if suppressed is None:
+            return None
+        return f"{message} ({suppressed} similar messages suppressed)" if suppressed else message

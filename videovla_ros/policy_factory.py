@@ -33,7 +33,7 @@ from videovla_sim.expert_policy import ExpertPolicy
 from videovla_sim.scene_state import SceneState
 
 if TYPE_CHECKING:
-    from videovla_ros.policy_node import PolicyNodeParameters
+    from videovla_ros.policy_parameters import PolicyNodeParameters
 
 POLICY_SOURCES: tuple[str, ...] = ("checkpoint", "expert")
 SCENE_STATE_TOPIC = "sim_arm/scene_state"

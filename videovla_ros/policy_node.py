@@ -33,7 +33,7 @@ Action server:
     (reason logged and counted) while the node is not active or when a goal field is invalid. When a goal ends
     and nothing replaced its instruction, inference stops until the next goal or instruction.
 Services: the standard lifecycle services (~/change_state, ~/get_state, ...).
-Parameters: see `PolicyNodeParameters` (YAML key `/**/videovla_policy`).
+Parameters: see `videovla_ros.policy_parameters.PolicyNodeParameters` (YAML key `/**/videovla_policy`).
 
 Lifecycle: configure loads the policy (and reports its load time); activate subscribes and starts
 inference; deactivate stops publishing chunks and fails a running goal; cleanup frees the policy.
@@ -41,20 +41,15 @@ inference; deactivate stops publishing chunks and fails a running goal; cleanup 
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.guard_condition import GuardCondition
-from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
@@ -69,142 +64,31 @@ from videovla_model.contract import (
     validate_output,
 )
 from videovla_model.devices import check_device  # torch is imported when it is called
-from videovla_msgs.action import ExecuteInstruction
-from videovla_msgs.msg import ActionChunk, ChunkRequest, VideoClip
+from videovla_msgs.msg import ChunkRequest
 from videovla_ros import qos
-from videovla_ros.action_chunk import TimedChunk, time_to_ns, to_msg
+from videovla_ros.action_chunk import time_to_ns, to_msg
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
-from videovla_ros.execution_mode import DEFAULT_EXECUTION_MODE, EXECUTION_MODE_DESCRIPTION, EXECUTION_MODES
-from videovla_ros.goals import GoalBook, GoalRecord, Outcome, check_goal
+from videovla_ros.goals import GoalBook, Outcome
 from videovla_ros.image_conversion import check_image_msg, compressed_msg_to_rgb, image_msg_to_rgb
-from videovla_ros.imagination import (
-    IMAGINATION_MODES,
-    FramePlayback,
-    frame_msgs,
-    should_decode,
-    strip_msg,
-    video_clip_msg,
-)
+from videovla_ros.imagination import FramePlayback, should_decode
 from videovla_ros.inference_scheduler import Frame, InferenceJob, InferenceScheduler, Wait
-from videovla_ros.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, bounded
+from videovla_ros.instruction import bounded
 from videovla_ros.metrics import RateMeter, RepeatFilter, RunningStats
 from videovla_ros.node_runner import run_node
-from videovla_ros.parameters import dataclass_from_values
-from videovla_ros.policy_factory import POLICY_SOURCES, PolicyFactory, make_policy
-from videovla_ros.policy_status import PolicyActivity, policy_status
+from videovla_ros.parameters import declare, read
+from videovla_ros.policy_factory import PolicyFactory, make_policy
+from videovla_ros.policy_goals import GoalServer, camera_silence_failure
+from videovla_ros.policy_outputs import ChunkContext, PolicyOutputs, chunk_from_output, imagination_messages
+from videovla_ros.policy_parameters import PolicyNodeParameters
+from videovla_ros.policy_status import PolicyActivity, policy_status, timing_gauges
 from videovla_ros.realtime_chunking import MotionSlot, Prefix, prefix_for_capture
 from videovla_ros.realtime_chunking import from_msg as rtc_request_from_msg
 
 NODE_NAME = "videovla_policy"
-IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
 # Inference, inputs, housekeeping, playback and up to a few blocked action-goal threads (one per live goal).
 EXECUTOR_THREADS = 8
 HOUSEKEEPING_PERIOD = 0.05  # s; goal timeouts and the camera watchdog are checked this often
 LOG_REPEAT_PERIOD = 2.0  # s; the same kind of bad input is logged at most this often (every one is counted)
-
-
-def _describe(text: str) -> dict[str, Any]:
-    return {"description": text}
-
-
-@dataclass(frozen=True)
-class PolicyNodeParameters:
-    """The node's ROS parameters (declared from these fields, read and validated on configure)."""
-
-    policy: str = field(
-        default="checkpoint", metadata=_describe('"checkpoint" or "expert" (simulator only; see policy_factory)')
-    )
-    checkpoint: str = field(
-        default="", metadata=_describe("checkpoint directory given to load_policy (launch argument checkpoint:=)")
-    )
-    device: str = field(default="cpu", metadata=_describe('torch device, e.g. "cpu" or "cuda:0"'))
-    dtype: str = field(
-        default="auto",
-        metadata=_describe('"auto" (bfloat16 on a GPU that has it, else float32), "float32", "bfloat16", "float16"'),
-    )
-    num_inference_steps: int = field(default=0, metadata=_describe("denoising steps; 0 = checkpoint default"))
-    guidance_scale: float = field(default=-1.0, metadata=_describe("classifier-free guidance; < 0 = default"))
-    seed: int = field(default=0, metadata=_describe("seed of the initial diffusion noise"))
-    added_latency: float = field(
-        default=0.0,
-        metadata=_describe("s of wall time added to every inference, e.g. the expert at a large model's latency"),
-    )
-    embodiment_id: int = field(default=0, metadata=_describe("robot id the policy is conditioned on"))
-    image_transport: str = field(default="raw", metadata=_describe('"raw" (Image) or "compressed"'))
-    camera_topic: str = field(default="image_raw", metadata=_describe("camera topic (relative name)"))
-    execution_mode: str = field(default=DEFAULT_EXECUTION_MODE, metadata=_describe(EXECUTION_MODE_DESCRIPTION))
-    max_instruction_length: int = field(
-        default=DEFAULT_MAX_INSTRUCTION_LENGTH,
-        metadata=_describe("characters; longer instructions (topic or goal) are rejected"),
-    )
-    max_image_age: float = field(default=0.5, metadata=_describe("s; older camera frames are dropped as stale"))
-    image_timeout: float = field(
-        default=5.0, metadata=_describe("s; a goal fails when no camera frame arrives for this long; 0 = never")
-    )
-    publish_imagination: str = field(
-        default="auto", metadata=_describe('"auto" (decode when imagination/* has subscribers), "always", "never"')
-    )
-    imagination_every: int = field(
-        default=1, metadata=_describe("decode the imagination of every N-th chunk only (it costs seconds on a CPU)")
-    )
-    imagination_max_width: int = field(
-        default=0, metadata=_describe("px; the strip is subsampled to fit this width; 0 = full size")
-    )
-    frame_id: str = field(default="base_link", metadata=_describe("frame of the action deltas in ActionChunk"))
-    diagnostics_period: float = field(default=1.0, metadata=_describe("s between /diagnostics messages"))
-
-    def __post_init__(self) -> None:
-        choices = {
-            "image_transport": IMAGE_TRANSPORTS,
-            "execution_mode": EXECUTION_MODES,
-            "publish_imagination": IMAGINATION_MODES,
-            "policy": POLICY_SOURCES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"parameter {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if self.policy == "checkpoint" and not self.checkpoint:
-            raise ValueError(
-                "parameter checkpoint is empty: name a checkpoint directory with the launch argument "
-                "checkpoint:=/path/to/checkpoint (bringup --checkpoint), or under /**/videovla_policy: "
-                "ros__parameters: checkpoint: in the params file (sim:=true uses the shipped default model)"
-            )
-        if not self.camera_topic:
-            raise ValueError("parameter camera_topic must be a topic name, got ''")
-        for name in ("max_image_age", "diagnostics_period"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"parameter {name} must be > 0 seconds, got {getattr(self, name)}")
-        for name in ("image_timeout", "imagination_max_width", "num_inference_steps", "added_latency"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"parameter {name} must be >= 0, got {getattr(self, name)}")
-        if self.max_instruction_length < 1:
-            raise ValueError(f"parameter max_instruction_length must be >= 1, got {self.max_instruction_length}")
-        if self.imagination_every < 1:
-            raise ValueError(f"parameter imagination_every must be >= 1 chunk, got {self.imagination_every}")
-
-    @classmethod
-    def from_values(cls, values: dict[str, Any]) -> PolicyNodeParameters:
-        """Parameters from ROS values, type-checked by each field's default (an int is accepted as a float)."""
-        return dataclass_from_values(cls, values)
-
-    @property
-    def image_topic(self) -> str:
-        """The topic actually subscribed (image_transport's naming for the compressed stream)."""
-        return self.camera_topic if self.image_transport == "raw" else f"{self.camera_topic}/compressed"
-
-
-@dataclass(frozen=True)
-class _Outputs:
-    """The lifecycle publishers, created on configure (they publish only while the node is active)."""
-
-    chunk: LifecyclePublisher
-    strip: LifecyclePublisher
-    frame: LifecyclePublisher
-    clip: LifecyclePublisher
-
-    @property
-    def imagination_subscribers(self) -> int:
-        return sum(p.get_subscription_count() for p in (self.strip, self.frame, self.clip))
 
 
 class PolicyNode(LifecycleNode):
@@ -213,9 +97,8 @@ class PolicyNode(LifecycleNode):
     def __init__(self, policy_factory: PolicyFactory = make_policy, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._policy_factory = policy_factory
-        for spec in dataclasses.fields(PolicyNodeParameters):
-            # Dynamic typing: YAML's `max_image_age: 1` must not fail as int-vs-double; `from_values` checks types.
-            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(**spec.metadata, dynamic_typing=True))
+        # Not read-only: configure reads them again, so `ros2 param set` before a configure takes effect.
+        declare(self, PolicyNodeParameters, read_only=False)
         self.diagnostics = DiagnosticsBook(f"{self.get_name()}: policy", hardware_id=self.get_fully_qualified_name())
         self.diagnostics.set_status(DiagnosticStatus.WARN, "unconfigured")
         self.params: PolicyNodeParameters | None = None
@@ -242,7 +125,7 @@ class PolicyNode(LifecycleNode):
         self._housekeeping_group = MutuallyExclusiveCallbackGroup()
         self._action_group = ReentrantCallbackGroup()
 
-        self._outputs: _Outputs | None = None
+        self._outputs: PolicyOutputs | None = None
         self._instruction_sub: Subscription | None = None
         self._active_subscriptions: list[Subscription] = []
         self._active_timers: list[Timer] = []
@@ -255,20 +138,14 @@ class PolicyNode(LifecycleNode):
         self._diagnostics_timer = self.create_timer(
             max(diagnostics_period, 0.01), self._publish_diagnostics, callback_group=self._housekeeping_group
         )
-        self._action_server = ActionServer(
-            self,
-            ExecuteInstruction,
-            "execute_instruction",
-            execute_callback=self._execute_goal,
-            goal_callback=self._on_goal_request,
-            cancel_callback=lambda _request: CancelResponse.ACCEPT,
-            callback_group=self._action_group,
+        self._goal_server = GoalServer(
+            self, self.goals, self.diagnostics, self._policy_state, self._wake, self._action_group
         )
 
     # ---- lifecycle ------------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            params = self._read_parameters()
+            params = read(self, PolicyNodeParameters)
         except ValueError as error:
             return self._configure_failed(str(error))
         try:
@@ -293,12 +170,7 @@ class PolicyNode(LifecycleNode):
         self.params, self.policy, self.metadata = params, policy, metadata
         self.scheduler = InferenceScheduler(params.execution_mode, params.max_image_age, params.max_instruction_length)
         self.diagnostics.set("policy_load_time", load_time)
-        self._outputs = _Outputs(
-            chunk=self.create_lifecycle_publisher(ActionChunk, "action_chunk", qos.ACTION_CHUNK),
-            strip=self.create_lifecycle_publisher(Image, "imagination/strip", qos.IMAGINATION),
-            frame=self.create_lifecycle_publisher(Image, "imagination/frame", qos.IMAGINATION),
-            clip=self.create_lifecycle_publisher(VideoClip, "imagination/clip", qos.IMAGINATION),
-        )
+        self._outputs = PolicyOutputs.create(self)
         # Subscribed from configure on, so an instruction latched before activation is already known.
         self._instruction_sub = self.create_subscription(
             String, "instruction", self._on_instruction, qos.INSTRUCTION, callback_group=self._input_group
@@ -318,38 +190,29 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self.params is not None and self.metadata is not None
         params = self.params
-        image_type = Image if params.image_transport == "raw" else CompressedImage
         self._wakeup = self.create_guard_condition(self._on_wakeup, callback_group=self._inference_group)
+        image_type = Image if params.image_transport == "raw" else CompressedImage
+        inputs: list[tuple[Any, str, Callable[[Any], None]]] = [(image_type, params.image_topic, self._on_image)]
+        if params.execution_mode == "sync":
+            inputs.append((Header, "chunk_request", self._on_chunk_request))
+        elif params.execution_mode == "rtc":
+            inputs.append((ChunkRequest, "rtc_chunk_request", self._on_rtc_request))
         self._active_subscriptions = [
             self.create_subscription(
-                image_type, params.image_topic, self._on_image, qos.CAMERA, callback_group=self._input_group
+                kind,
+                topic,
+                callback,
+                qos.CAMERA if kind is image_type else qos.COMMAND,
+                callback_group=self._input_group,
             )
+            for kind, topic, callback in inputs
         ]
-        if params.execution_mode == "sync":
-            self._active_subscriptions.append(
-                self.create_subscription(
-                    Header, "chunk_request", self._on_chunk_request, qos.COMMAND, callback_group=self._input_group
-                )
-            )
-        elif params.execution_mode == "rtc":
-            self._active_subscriptions.append(
-                self.create_subscription(
-                    ChunkRequest,
-                    "rtc_chunk_request",
-                    self._on_rtc_request,
-                    qos.COMMAND,
-                    callback_group=self._input_group,
-                )
-            )
-        self._active_timers = [
-            self.create_timer(HOUSEKEEPING_PERIOD, self._housekeeping, callback_group=self._housekeeping_group)
-        ]
+        timers: list[tuple[float, Callable[[], None]]] = [(HOUSEKEEPING_PERIOD, self._housekeeping)]
         if self.metadata.imagined_frame_period > 0:
-            self._active_timers.append(
-                self.create_timer(
-                    self.metadata.imagined_frame_period, self._play_frame, callback_group=self._housekeeping_group
-                )
-            )
+            timers.append((self.metadata.imagined_frame_period, self._play_frame))
+        self._active_timers = [
+            self.create_timer(period, callback, callback_group=self._housekeeping_group) for period, callback in timers
+        ]
         with self._state_lock:
             self._sequence = 0
             self._active = True
@@ -374,12 +237,8 @@ class PolicyNode(LifecycleNode):
 
     def destroy_node(self) -> None:
         self._stop_control("the policy node is shutting down")
-        self._action_server.destroy()
+        self._goal_server.destroy()
         super().destroy_node()
-
-    def _read_parameters(self) -> PolicyNodeParameters:
-        names = [spec.name for spec in dataclasses.fields(PolicyNodeParameters)]
-        return PolicyNodeParameters.from_values({name: self.get_parameter(name).value for name in names})
 
     def _stop_control(self, reason: str) -> None:
         with self._state_lock:
@@ -408,8 +267,7 @@ class PolicyNode(LifecycleNode):
         if callable(close):
             close()
         if outputs is not None:
-            for publisher in (outputs.chunk, outputs.strip, outputs.frame, outputs.clip):
-                self.destroy_lifecycle_publisher(publisher)
+            outputs.destroy(self)
         if self._instruction_sub is not None:
             self.destroy_subscription(self._instruction_sub)
             self._instruction_sub = None
@@ -437,15 +295,9 @@ class PolicyNode(LifecycleNode):
         self._log_repeated(self._frame_log, f"dropped camera image on {params.image_topic!r}: {error}")
 
     def _log_repeated(self, gate: RepeatFilter, message: str, error: bool = False) -> None:
-        suppressed = gate.check(message, time.monotonic_ns())
-        if suppressed is None:
-            return
-        if suppressed:
-            message += f" ({suppressed} similar messages suppressed)"
-        if error:
-            self.get_logger().error(message)
-        else:
-            self.get_logger().warning(message)
+        text = gate.filter(message, time.monotonic_ns())
+        if text is not None:
+            (self.get_logger().error if error else self.get_logger().warning)(text)
 
     def _on_chunk_request(self, msg: Header) -> None:
         if self.scheduler is not None:
@@ -494,6 +346,10 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(f"instruction: {bounded(scheduler.instruction)}")
         self._wake()
 
+    def _policy_state(self) -> tuple[bool, PolicyNodeParameters | None, InferenceScheduler | None]:
+        with self._state_lock:
+            return self._active, self.params, self.scheduler
+
     def _wake(self) -> None:
         wakeup = self._wakeup
         if wakeup is not None:
@@ -519,7 +375,7 @@ class PolicyNode(LifecycleNode):
                 return
             self._infer(job, policy, params, outputs)
 
-    def _infer(self, job: InferenceJob, policy: Policy, params: PolicyNodeParameters, outputs: _Outputs) -> None:
+    def _infer(self, job: InferenceJob, policy: Policy, params: PolicyNodeParameters, outputs: PolicyOutputs) -> None:
         message = job.frame.message
         try:
             image = image_msg_to_rgb(message) if isinstance(message, Image) else compressed_msg_to_rgb(message)
@@ -552,7 +408,18 @@ class PolicyNode(LifecycleNode):
             return
         inference_time = (time.monotonic_ns() - start) / 1e9
         self.inference_stats.add(inference_time)
+        self._publish_chunk(job, output, inference_time, policy, params, outputs)
 
+    def _publish_chunk(
+        self,
+        job: InferenceJob,
+        output: PolicyOutput,
+        inference_time: float,
+        policy: Policy,
+        params: PolicyNodeParameters,
+        outputs: PolicyOutputs,
+    ) -> None:
+        """Publishes the chunk of `output` unless nobody wants it any more, then its imagination if decoded."""
         with self._state_lock:
             if not self._active or self.scheduler is None or not self.scheduler.is_current(job):
                 # Deactivated or a new instruction arrived during inference: nobody wants this chunk.
@@ -560,43 +427,31 @@ class PolicyNode(LifecycleNode):
                 return
             sequence = self._sequence
             self._sequence += 1
-        capture_time_ns = job.frame.capture_time_ns
-        chunk = TimedChunk(
-            capture_time_ns=capture_time_ns,
-            frame_id=params.frame_id,
-            instruction=job.instruction,
-            sequence=sequence,
-            actions=output.actions,
-            dim_names=metadata.action_dim_names,
-            time_step=metadata.time_step,
-            execute_rows=metadata.execute_rows,
-            embodiment_id=params.embodiment_id,
-            inference_time=inference_time,
-            capture_to_publish_time=(self.get_clock().now().nanoseconds - capture_time_ns) / 1e9,
+        context = ChunkContext(
+            sequence, params.frame_id, params.embodiment_id, inference_time, self.get_clock().now().nanoseconds
         )
-        outputs.chunk.publish(to_msg(chunk))
+        outputs.chunk.publish(to_msg(chunk_from_output(job, output, policy.metadata, context)))
         published = time.monotonic_ns()
         self.diagnostics.count("chunks_published")
         self.chunk_rate.tick(published)
         # What ROS adds on top of the policy: queueing, conversion and message building, receipt to publish.
         self.overhead_stats.add((published - job.frame.receipt_monotonic_ns) / 1e9 - inference_time)
         self._last_error = None
-        self._account_goal(inference_time, published)
-        # Decoded only now, after the chunk is out: the imagined video never delays control.
+        self._goal_server.on_chunk(inference_time, published)
         if output.imagination is not None:
-            self._publish_imagination(policy, output, message.header.frame_id, job, sequence, params, outputs)
+            self._publish_imagination(policy, output, job, sequence, params, outputs)
 
     def _publish_imagination(
         self,
         policy: Policy,
         output: PolicyOutput,
-        camera_frame_id: str,
         job: InferenceJob,
         sequence: int,
         params: PolicyNodeParameters,
-        outputs: _Outputs,
+        outputs: PolicyOutputs,
     ) -> None:
-        """Decodes the imagined video of `output` ((T, H, W, 3) uint8) and publishes it in the camera's frame."""
+        """Decodes the imagined video of `output` ((T, H, W, 3) uint8) and publishes it in the camera's frame.
+        Decoded only after the chunk is out: the imagined video never delays control."""
         try:
             frames = policy.decode_imagination(output)
             if frames is None:
@@ -606,12 +461,12 @@ class PolicyNode(LifecycleNode):
             self.diagnostics.count("imagination_errors")
             self._log_repeated(self._error_log, f"imagination decoding failed: {error}", error=True)
             return
-        period = policy.metadata.imagined_frame_period
-        capture = job.frame.capture_time_ns
-        outputs.strip.publish(strip_msg(frames, capture, camera_frame_id, params.imagination_max_width))
-        outputs.clip.publish(video_clip_msg(frames, capture, camera_frame_id, job.instruction, sequence, period))
-        if period > 0:
-            self._playback.load(frame_msgs(frames, capture, camera_frame_id, period))
+        period, max_width = policy.metadata.imagined_frame_period, params.imagination_max_width
+        messages = imagination_messages(frames, job, job.frame.message.header.frame_id, sequence, period, max_width)
+        outputs.strip.publish(messages.strip)
+        outputs.clip.publish(messages.clip)
+        if messages.frames:
+            self._playback.load(messages.frames)
 
     def _play_frame(self) -> None:
         frame = self._playback.next_frame()
@@ -619,120 +474,26 @@ class PolicyNode(LifecycleNode):
         if frame is not None and outputs is not None:
             outputs.frame.publish(frame)
 
-    # ---- action server ----------------------------------------------------------------------------------
-    def _on_goal_request(self, goal: ExecuteInstruction.Goal) -> GoalResponse:
-        with self._state_lock:
-            active, params = self._active, self.params
-        reason = (
-            None if active and params is not None else "the policy node is not active (configure and activate it first)"
-        )
-        if reason is None:
-            assert params is not None
-            try:
-                check_goal(goal.instruction, goal.max_chunks, goal.timeout, params.max_instruction_length)
-            except ValueError as error:
-                reason = str(error)
-                if error.args[0].startswith("goal instruction"):
-                    self.diagnostics.count("rejected_instructions")
-        if reason is not None:
-            self.diagnostics.count("rejected_goals")
-            self.get_logger().warning(f"rejected execute_instruction goal: {reason}")
-            return GoalResponse.REJECT
-        return GoalResponse.ACCEPT
-
-    def _execute_goal(self, goal_handle: ServerGoalHandle) -> ExecuteInstruction.Result:
-        request, params = goal_handle.request, self.params
-        cap = params.max_instruction_length if params is not None else DEFAULT_MAX_INSTRUCTION_LENGTH
-        record = self.goals.start(
-            goal_handle, request.instruction, request.max_chunks, request.timeout, time.monotonic_ns(), cap
-        )
-        generation = None
-        scheduler = self.scheduler
-        if scheduler is None:  # cleaned up between acceptance and execution
-            self.goals.end(goal_handle, Outcome.FAILED, "the policy node is not active", time.monotonic_ns())
-        elif record.outcome is None:
-            generation = scheduler.set_instruction(record.instruction, "goal instruction")
-            self.get_logger().info(
-                f"goal accepted: {bounded(record.instruction)} "
-                f"(max_chunks={record.max_chunks}, timeout={record.timeout} s)"
-            )
-            self._wake()
-        # Blocking is fine: goals run in a reentrant group on a multi-threaded executor.
-        while not record.done.wait(0.02):
-            if goal_handle.is_cancel_requested:
-                self.goals.end(goal_handle, Outcome.CANCELED, "canceled by the client", time.monotonic_ns())
-        if scheduler is not None and generation is not None and scheduler.generation == generation:
-            # The goal that set the instruction has ended and nothing replaced it: stop producing chunks.
-            scheduler.clear_instruction()
-        return self._finish_goal(goal_handle, record)
-
-    def _finish_goal(self, goal_handle: ServerGoalHandle, record: GoalRecord) -> ExecuteInstruction.Result:
-        outcome = record.outcome
-        assert outcome is not None, "a goal is finished only once its outcome is decided"
-        if outcome in (Outcome.COMPLETED_LIMIT, Outcome.TIMED_OUT):
-            goal_handle.succeed()
-        elif outcome == Outcome.CANCELED and goal_handle.status == GoalStatus.STATUS_CANCELING:
-            goal_handle.canceled()
-        else:
-            goal_handle.abort()
-        self.get_logger().info(f"goal {bounded(record.instruction)} ended: {outcome.name}: {record.reason}")
-        return ExecuteInstruction.Result(
-            outcome=int(outcome),
-            reason=record.reason,
-            chunks_executed=record.chunks,
-            elapsed=record.elapsed(time.monotonic_ns()),
-        )
-
-    def _account_goal(self, inference_time: float, now_monotonic_ns: int) -> None:
-        active = self.goals.active
-        if active is None:
-            return
-        record = self.goals.on_chunk(active.goal_id, now_monotonic_ns)
-        if record is None:
-            return
-        goal_handle: ServerGoalHandle = record.goal_id
-        goal_handle.publish_feedback(
-            ExecuteInstruction.Feedback(
-                chunks_executed=record.chunks, last_inference_time=inference_time, state="executing"
-            )
-        )
-
     # ---- housekeeping -----------------------------------------------------------------------------------
     def _housekeeping(self) -> None:
         now = time.monotonic_ns()
         self.goals.check_timeout(now)
         record, scheduler, params = self.goals.active, self.scheduler, self.params
-        if record is None or scheduler is None or params is None or params.image_timeout <= 0:
-            return
-        last_frame = scheduler.last_frame_receipt_monotonic_ns
-        since = max(record.accepted_monotonic_ns, last_frame or 0)
-        silence = (now - since) / 1e9
-        if silence > params.image_timeout:
-            self.goals.end_active(Outcome.FAILED, f"no camera image for {silence:.1f} s on {params.image_topic!r}", now)
+        if record is not None and scheduler is not None and params is not None:
+            failure = camera_silence_failure(record, scheduler.last_frame_receipt_monotonic_ns, now, params)
+            if failure is not None:
+                self.goals.end_active(Outcome.FAILED, failure, now)
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic_ns()
-        book = self.diagnostics
-        book.set("inference_time_last", self.inference_stats.last)
-        book.set("inference_time_mean", self.inference_stats.mean)
-        book.set("ros_overhead_last", self.overhead_stats.last)
-        book.set("ros_overhead_mean", self.overhead_stats.mean)
-        book.set("chunk_rate_hz", self.chunk_rate.rate(now))
-        scheduler, params = self.scheduler, self.params
+        book, scheduler, params = self.diagnostics, self.scheduler, self.params
+        for key, value in timing_gauges(self.inference_stats, self.overhead_stats, self.chunk_rate.rate(now)).items():
+            book.set(key, value)
         book.set("instruction", bounded(scheduler.instruction) if scheduler is not None else "''")
         if scheduler is not None and params is not None:
             with self._state_lock:
                 active_since, last_error = self._active_since_ns, self._last_error
-            activity = PolicyActivity(
-                active_since_ns=active_since,
-                instruction=scheduler.instruction,
-                last_frame_ns=scheduler.last_frame_receipt_monotonic_ns,
-                last_error=last_error,
-                image_topic=params.image_topic,
-                camera_silence=params.max_image_age,
-                waiting_for_request=scheduler.waiting_for_request,
-            )
-            book.set_status(*policy_status(activity, now))
+            book.set_status(*policy_status(PolicyActivity.of(scheduler, params, active_since, last_error), now))
         self._diagnostics_pub.publish(book.to_msg(self.get_clock().now().to_msg()))
 
 

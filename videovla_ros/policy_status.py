@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from diagnostic_msgs.msg import DiagnosticStatus
 
 from videovla_ros.action_chunk import NANOSECONDS_PER_SECOND
+from videovla_ros.inference_scheduler import InferenceScheduler
+from videovla_ros.metrics import RunningStats
+from videovla_ros.policy_parameters import PolicyNodeParameters
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,36 @@ class PolicyActivity:
     image_topic: str
     camera_silence: float
     waiting_for_request: bool
+
+    @classmethod
+    def of(
+        cls,
+        scheduler: InferenceScheduler,
+        params: PolicyNodeParameters,
+        active_since_ns: int | None,
+        last_error: str | None,
+    ) -> PolicyActivity:
+        """The activity of a configured node: its scheduler and parameters, when it was activated, its last error."""
+        return cls(
+            active_since_ns=active_since_ns,
+            instruction=scheduler.instruction,
+            last_frame_ns=scheduler.last_frame_receipt_monotonic_ns,
+            last_error=last_error,
+            image_topic=params.image_topic,
+            camera_silence=params.max_image_age,
+            waiting_for_request=scheduler.waiting_for_request,
+        )
+
+
+def timing_gauges(inference: RunningStats, overhead: RunningStats, chunk_rate_hz: float) -> dict[str, float]:
+    """The timing gauges of /diagnostics [s, Hz]; overhead is what ROS adds to inference (receipt to publish)."""
+    return {
+        "inference_time_last": inference.last,
+        "inference_time_mean": inference.mean,
+        "ros_overhead_last": overhead.last,
+        "ros_overhead_mean": overhead.mean,
+        "chunk_rate_hz": chunk_rate_hz,
+    }
 
 
 def policy_status(activity: PolicyActivity, now_ns: int) -> tuple[bytes, str]:

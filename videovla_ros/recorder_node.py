@@ -34,14 +34,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Pose as PoseMsg
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, String
@@ -55,7 +54,7 @@ from videovla_ros.backends.base import pose_from_msg
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
 from videovla_ros.image_conversion import check_image_msg, compressed_msg_to_rgb, image_msg_to_rgb
 from videovla_ros.node_runner import run_node
-from videovla_ros.parameters import dataclass_from_values
+from videovla_ros.parameters import check_fields, declare, parameter, read
 from videovla_ros.recorder_session import Outcome, RecorderSession, SessionConfig, min_free_bytes
 
 NODE_NAME = "recorder"
@@ -65,64 +64,29 @@ STATUS_PERIOD = 0.5  # s
 LOG_REPEAT_PERIOD = 2.0  # s; the same kind of bad input is logged at most this often (every one is counted)
 
 
-def _describe(text: str) -> dict[str, Any]:
-    return {"description": text}
-
-
 @dataclass(frozen=True)
 class RecorderNodeParameters:
-    """The node's ROS parameters (declared from these fields, read and validated at start-up)."""
+    """The node's ROS parameters (declared from these fields, read and checked at start-up)."""
 
-    dataset: str = field(default="", metadata=_describe("episode dataset folder (created; episodes are appended)"))
-    action_rate_hz: float = field(
-        default=10.0, metadata=_describe("Hz > 0; the model's action rate: one (frame, action) step per tick")
+    dataset: str = parameter("", "episode dataset folder (created; episodes are appended)", non_empty=True)
+    action_rate_hz: float = parameter(10.0, "the model's action rate: one (frame, action) step per tick [Hz]", above=0)
+    image_transport: str = parameter("raw", "Image (raw) or CompressedImage (compressed)", choices=IMAGE_TRANSPORTS)
+    camera_topic: str = parameter("image_raw", "camera topic (relative name)", non_empty=True)
+    arm_state: str = parameter(
+        "ee_pose", "ee_pose (PoseStamped) or udp_arm_position (Realman rm_driver Pose, unstamped)", choices=ARM_STATES
     )
-    image_transport: str = field(default="raw", metadata=_describe('"raw" (Image) or "compressed"'))
-    camera_topic: str = field(default="image_raw", metadata=_describe("camera topic (relative name)"))
-    arm_state: str = field(
-        default="ee_pose",
-        metadata=_describe('"ee_pose" (PoseStamped) or "udp_arm_position" (Realman rm_driver Pose, unstamped)'),
-    )
-    realman_prefix: str = field(default="/rm_driver", metadata=_describe("rm_driver's topic prefix"))
-    frame_id: str = field(default="base_link", metadata=_describe("base frame; ee_pose in another frame is ignored"))
-    gripper_topic: str = field(
-        default="gripper_command", metadata=_describe('Float64 gripper 0 closed .. 1 open; "" = none (open)')
-    )
-    embodiment_id: int = field(default=0, metadata=_describe("robot id stored with every episode, >= 0"))
-    min_steps: int = field(
-        default=MIN_EPISODE_STEPS, metadata=_describe("steps >= 1; shorter episodes are refused (one action chunk)")
-    )
-    max_gap: float = field(
-        default=0.5, metadata=_describe("s > 0; a camera or pose stream silent this long ends the episode")
-    )
-    max_pose_jump: float = field(default=0.05, metadata=_describe("m > 0; a larger per-step pose change is flagged"))
-    min_free_disk_mb: float = field(default=1000.0, metadata=_describe("MB >= 0; ~/start is refused below this"))
-    recover_on_start: bool = field(
-        default=True, metadata=_describe("finalise recordings a killed recorder left in dataset at start-up")
-    )
+    realman_prefix: str = parameter("/rm_driver", "rm_driver's topic prefix")
+    frame_id: str = parameter("base_link", "base frame; ee_pose in another frame is ignored", non_empty=True)
+    gripper_topic: str = parameter("gripper_command", 'Float64 gripper 0 closed .. 1 open; "" = none (open)')
+    embodiment_id: int = parameter(0, "robot id stored with every episode", low=0)
+    min_steps: int = parameter(MIN_EPISODE_STEPS, "shorter episodes are refused (one action chunk) [steps]", low=1)
+    max_gap: float = parameter(0.5, "a camera or pose stream silent this long ends the episode [s]", above=0)
+    max_pose_jump: float = parameter(0.05, "a larger per-step pose change is flagged [m]", above=0)
+    min_free_disk_mb: float = parameter(1000.0, "~/start is refused below this much free disk [MB]", low=0)
+    recover_on_start: bool = parameter(True, "finalise recordings a killed recorder left in dataset at start-up")
 
     def __post_init__(self) -> None:
-        choices = {"image_transport": IMAGE_TRANSPORTS, "arm_state": ARM_STATES}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"parameter {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        for name in ("dataset", "camera_topic", "frame_id"):
-            if not getattr(self, name).strip():
-                raise ValueError(f"parameter {name} must be a non-empty string, got {getattr(self, name)!r}")
-        for name in ("action_rate_hz", "max_gap", "max_pose_jump"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"parameter {name} must be a finite number > 0, got {value}")
-        if self.min_steps < 1:
-            raise ValueError(f"parameter min_steps must be >= 1, got {self.min_steps}")
-        if self.embodiment_id < 0:
-            raise ValueError(f"parameter embodiment_id must be >= 0, got {self.embodiment_id}")
-        min_free_bytes(self.min_free_disk_mb)
-
-    @classmethod
-    def from_values(cls, values: dict[str, Any]) -> RecorderNodeParameters:
-        """Parameters from ROS values, type-checked by each field's default (an int is accepted as a float)."""
-        return dataclass_from_values(cls, values)
+        check_fields(self)
 
     @property
     def image_topic(self) -> str:
@@ -150,13 +114,8 @@ class RecorderNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        for spec in dataclasses.fields(RecorderNodeParameters):
-            self.declare_parameter(
-                spec.name, spec.default, ParameterDescriptor(**spec.metadata, read_only=True, dynamic_typing=True)
-            )
-        self.params = RecorderNodeParameters.from_values(
-            {spec.name: self.get_parameter(spec.name).value for spec in dataclasses.fields(RecorderNodeParameters)}
-        )
+        declare(self, RecorderNodeParameters)
+        self.params = read(self, RecorderNodeParameters)
         p = self.params
         self.session = RecorderSession(p.session_config())
         self.diagnostics = DiagnosticsBook(f"{self.get_name()}: recorder", hardware_id=self.get_fully_qualified_name())

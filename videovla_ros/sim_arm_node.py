@@ -36,7 +36,7 @@ Subscribes:
 Services:
   ~/reset (std_srvs/Trigger)                          new episode with the next seed; the reply's message says
                                                       the seed and the instruction to send on `instruction`
-Parameters: see SIM_PARAMETERS below (all read-only; restart the node to change them), and ROS's use_sim_time.
+Parameters: see SimArmConfig below (all read-only; restart the node to change them), and ROS's use_sim_time.
 
 The node publishes no instruction itself: the user (or an evaluation script) sends it, as with a real arm.
 """
@@ -66,7 +66,7 @@ from videovla_ros.backends.base import pose_from_msg, pose_stamped
 from videovla_ros.diagnostics import DIAGNOSTICS_TOPIC, DiagnosticsBook
 from videovla_ros.image_conversion import rgb_to_image_msg
 from videovla_ros.node_runner import run_node
-from videovla_ros.parameters import Spec, check_values, declare, read
+from videovla_ros.parameters import check_fields, declare, from_values, parameter, specs
 from videovla_ros.trajectory import Pose
 from videovla_sim.controller import TargetRejectedError
 from videovla_sim.env import EnvConfig, TabletopEnv
@@ -85,52 +85,40 @@ FRAME_RESEND_PERIOD = 1.0
 # ROS time 0 means "no time yet" to rclpy's clock and to the policy's stamp check: simulated time starts here.
 SIM_TIME_START_NS = NANOSECONDS_PER_SECOND
 
-SIM_PARAMETERS: tuple[Spec, ...] = (
-    Spec("task", "pick", "task family (pick, place, stack) or a full instruction, e.g. 'pick up the red cube'"),
-    Spec("seed", 0, "seed of the first episode; ~/reset moves on to the next one", low=0),
-    Spec("image_height", 96, "camera image height [px]", above=0),
-    Spec("image_width", 96, "camera image width [px]", above=0),
-    Spec("camera_fps", 15.0, "camera frames per simulated second", above=0),
-    Spec("state_rate_hz", 50.0, "joint_states and ee_pose per simulated second", above=0),
-    Spec("success_rate_hz", 4.0, "~/task_success and ~/grasped_objects messages per simulated second", above=0),
-    Spec("real_time_factor", 1.0, "simulated seconds per wall-clock second (sim_time: the most)", above=0),
-    Spec("physics_tick_hz", 100.0, "physics ticks per wall-clock second [Hz]", above=0),
-    Spec("max_lag", 0.25, "wall-clock time only: simulated seconds of lag before the clock skips ahead", above=0),
-    Spec("sim_time", False, "publish /clock from the physics, never skip ahead, wait for the policy in sync mode"),
-    Spec(
-        "policy_wait_timeout",
-        30.0,
-        "sim_time: the longest the physics waits for the bridge's next chunk request [wall s]; 0 = never waits",
-        low=0,
-    ),
-    Spec("frame_id", "base_link", "frame of ee_pose and of accepted target_pose messages"),
-    Spec("camera_frame_id", "sim_camera", "frame_id of image_raw"),
-)
-
 
 @dataclass(frozen=True)
 class SimArmConfig:
-    """The simulated arm's parameters, checked (see SIM_PARAMETERS)."""
+    """The simulated arm's ROS parameters (declared from these fields, read-only, checked when the node starts)."""
 
-    task: str
-    seed: int
-    image_height: int
-    image_width: int
-    camera_fps: float
-    state_rate_hz: float
-    success_rate_hz: float
-    real_time_factor: float
-    physics_tick_hz: float
-    max_lag: float
-    sim_time: bool
-    policy_wait_timeout: float
-    frame_id: str
-    camera_frame_id: str
+    task: str = parameter(
+        "pick", "task family (pick, place, stack) or a full instruction, e.g. 'pick up the red cube'", non_empty=True
+    )
+    seed: int = parameter(0, "seed of the first episode; ~/reset moves on to the next one", low=0)
+    image_height: int = parameter(96, "camera image height [px]", above=0)
+    image_width: int = parameter(96, "camera image width [px]", above=0)
+    camera_fps: float = parameter(15.0, "camera frames per simulated second", above=0)
+    state_rate_hz: float = parameter(50.0, "joint_states and ee_pose per simulated second", above=0)
+    success_rate_hz: float = parameter(
+        4.0, "~/task_success and ~/grasped_objects messages per simulated second", above=0
+    )
+    real_time_factor: float = parameter(1.0, "simulated seconds per wall-clock second (sim_time: the most)", above=0)
+    physics_tick_hz: float = parameter(100.0, "physics ticks per wall-clock second [Hz]", above=0)
+    max_lag: float = parameter(
+        0.25, "wall-clock time only: simulated seconds of lag before the clock skips ahead", above=0
+    )
+    sim_time: bool = parameter(
+        False, "publish /clock from the physics, never skip ahead, stand still while the policy thinks (sync)"
+    )
+    policy_wait_timeout: float = parameter(
+        30.0,
+        "sim_time: the longest the physics waits for the bridge's next chunk request [wall s]; 0 = never waits",
+        low=0,
+    )
+    frame_id: str = parameter("base_link", "frame of ee_pose and of accepted target_pose messages", non_empty=True)
+    camera_frame_id: str = parameter("sim_camera", "frame_id of image_raw", non_empty=True)
 
     def __post_init__(self) -> None:
-        for name in ("task", "frame_id", "camera_frame_id"):
-            if not getattr(self, name).strip():
-                raise ValueError(f"parameter {name} must be a non-empty string, got {getattr(self, name)!r}")
+        check_fields(self)
 
     @property
     def physics_step(self) -> float:
@@ -142,7 +130,7 @@ def config_from_parameters(values: Mapping[str, object], use_sim_time: bool = Fa
     """Checks the parameter values (missing ones take their default); raises ValueError naming the parameter and
     what it must be. `use_sim_time` is the node's ROS parameter: following a /clock nobody publishes would stop
     every stamp at 0, so it needs sim_time (this node is the clock)."""
-    config = SimArmConfig(**check_values(SIM_PARAMETERS, values))  # type: ignore[arg-type]
+    config = from_values(SimArmConfig, values)
     if use_sim_time and not config.sim_time:
         raise ValueError(
             "parameter use_sim_time is true but sim_time is false: nothing would publish /clock; set sim_time: true "
@@ -156,9 +144,9 @@ class SimArmNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        declare(self, SIM_PARAMETERS)
-        use_sim_time = self.get_parameter("use_sim_time").value
-        self.config = config_from_parameters(read(self, SIM_PARAMETERS), use_sim_time=bool(use_sim_time))
+        declare(self, SimArmConfig)
+        values = {spec.name: self.get_parameter(spec.name).value for spec in specs(SimArmConfig)}
+        self.config = config_from_parameters(values, use_sim_time=bool(self.get_parameter("use_sim_time").value))
         config = self.config
         # SceneConfig checks the image size and says which bound was broken.
         scene_config = SceneConfig(image_height=config.image_height, image_width=config.image_width)

@@ -18,16 +18,18 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Annotated
 
 import numpy as np
+import tyro
 
 from videovla_model.action_convention import pose_deltas, quaternion_to_matrix
+from videovla_model.cli import parse
 from videovla_model.contract import DEFAULT_ACTION_DIM_NAMES
 from videovla_model.episodes import EpisodeWriter
 from videovla_sim.controller import TargetRejectedError
@@ -175,76 +177,76 @@ def record_episode(
     )
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="videovla-collect", description="Record scripted-expert demonstrations of the simulated arm."
-    )
-    parser.add_argument("--output", required=True, help="dataset folder (created; episodes are appended)")
-    parser.add_argument(
-        "--tasks",
-        nargs="+",
-        default=list(TASK_FAMILIES),
-        help=f"task families ({', '.join(TASK_FAMILIES)}) or full instructions in quotes (default: all families)",
-    )
-    parser.add_argument("--episodes", type=int, default=10, help="seeded episodes per task (default: 10)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of each task's first episode (default: 0)")
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        nargs="+",
-        default=[96],
-        metavar="PIXELS",
-        help="camera image size: SIZE or HEIGHT WIDTH (default: 96)",
-    )
-    parser.add_argument("--action-rate", type=float, default=10.0, help="actions (and frames) per second")
-    parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, help="episode time limit [s]")
-    parser.add_argument(
-        "--position-noise",
-        type=float,
-        default=0.0,
-        metavar="METRES",
-        help="std of sideways noise on executed targets while approaching (DART; default 0: none)",
-    )
-    parser.add_argument("--keep-failures", action="store_true", help="also store failed episodes (success=false)")
-    parser.add_argument("--embodiment-id", type=int, default=0, help="embodiment id stored with every episode")
-    args = parser.parse_args(argv)
-    if len(args.image_size) not in (1, 2):
-        parser.error(f"--image-size takes SIZE or HEIGHT WIDTH, got {args.image_size}")
-    if args.episodes < 1:
-        parser.error(f"--episodes must be >= 1, got {args.episodes}")
-    if not args.action_rate > 0:
-        parser.error(f"--action-rate must be > 0 Hz, got {args.action_rate}")
-    try:
-        check_position_noise(args.position_noise)
-    except ValueError as error:
-        parser.error(str(error))
-    return args
+@dataclass(frozen=True)
+class CollectConfig:
+    """One `videovla-collect` run; each field is a flag (`videovla-collect --help`)."""
+
+    output: str
+    """dataset folder (created; episodes are appended)"""
+    tasks: tuple[str, ...] = TASK_FAMILIES
+    """task families or full instructions in quotes"""
+    episodes: int = 10
+    """seeded episodes per task"""
+    seed: int = 0
+    """seed of each task's first episode"""
+    image_size: Annotated[tuple[int, ...], tyro.conf.arg(metavar="SIZE|HEIGHT WIDTH")] = (96,)
+    """camera image size [px]: SIZE or HEIGHT WIDTH"""
+    action_rate: float = 10.0
+    """actions (and frames) per second"""
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    """episode time limit [s]"""
+    position_noise: float = 0.0
+    """std of sideways noise on executed targets while approaching [m] (DART; 0: none)"""
+    keep_failures: bool = False
+    """also store failed episodes (success=false)"""
+    embodiment_id: int = 0
+    """embodiment id stored with every episode"""
+
+    def __post_init__(self) -> None:
+        if len(self.image_size) not in (1, 2):
+            raise ValueError(f"image_size takes SIZE or HEIGHT WIDTH, got {list(self.image_size)}")
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if not self.action_rate > 0:
+            raise ValueError(f"action_rate must be > 0 Hz, got {self.action_rate}")
+        check_position_noise(self.position_noise)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) [px]."""
+        height, width = (self.image_size * 2)[:2]
+        return height, width
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the process exit code (1 when a task had no successful episode)."""
-    args = _parse_args(argv)
-    height, width = (args.image_size * 2)[:2]
+    config = parse(
+        CollectConfig,
+        argv,
+        prog="videovla-collect",
+        description="Record scripted-expert demonstrations of the simulated arm.",
+    )
+    height, width = config.image_shape
     try:
         scene_config = SceneConfig(image_height=height, image_width=width)
     except ValueError as error:
         print(f"videovla-collect: {error}", file=sys.stderr)
         return 2
     env = TabletopEnv(replace(EnvConfig(), scene=scene_config))
-    writer = EpisodeWriter(args.output)
+    writer = EpisodeWriter(config.output)
     exit_code = 0
     try:
-        for task in args.tasks:
+        for task in config.tasks:
             successes, steps, seconds = 0, [], 0.0
-            for seed in range(args.seed, args.seed + args.episodes):
+            for seed in range(config.seed, config.seed + config.episodes):
                 try:
                     recording = record_episode(
                         env,
                         task,
                         seed,
-                        action_rate_hz=args.action_rate,
-                        max_seconds=args.max_seconds,
-                        position_noise=args.position_noise,
+                        action_rate_hz=config.action_rate,
+                        max_seconds=config.max_seconds,
+                        position_noise=config.position_noise,
                     )
                 except InstructionError as error:  # an unknown task: no other seed would work either
                     print(f"videovla-collect: task {task!r}: {error}", file=sys.stderr)
@@ -255,27 +257,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                     steps.append(recording.num_steps)
                 else:
                     print(f"  {task} seed {seed}: failed: {recording.failure}")
-                if (recording.success or args.keep_failures) and recording.frames is not None:
+                if (recording.success or config.keep_failures) and recording.frames is not None:
                     writer.write(
                         recording.frames,
                         recording.actions,
                         recording.setup.instruction,
                         recording.action_rate_hz,
-                        embodiment_id=args.embodiment_id,
+                        embodiment_id=config.embodiment_id,
                         action_dim_names=DEFAULT_ACTION_DIM_NAMES,
                         success=recording.success,
                         extra=recording.extra(),
                     )
             mean_steps = float(np.mean(steps)) if steps else 0.0
             print(
-                f"{task}: {successes}/{args.episodes} successful, mean length {mean_steps:.1f} steps, "
-                f"{seconds / args.episodes:.2f} s per episode"
+                f"{task}: {successes}/{config.episodes} successful, mean length {mean_steps:.1f} steps, "
+                f"{seconds / config.episodes:.2f} s per episode"
             )
             if successes == 0:
                 exit_code = 1
     finally:
         env.close()
-    print(f"wrote episodes to {args.output}")
+    print(f"wrote episodes to {config.output}")
     return exit_code
 
 

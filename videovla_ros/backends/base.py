@@ -13,6 +13,7 @@ from rclpy.node import Node
 from rclpy.subscription import Subscription
 
 from videovla_ros.action_chunk import ns_to_time
+from videovla_ros.parameters import parameter
 from videovla_ros.trajectory import Pose
 
 StateCallback = Callable[[int, Pose], None]
@@ -35,9 +36,11 @@ class RealmanParams:
     """Backend `realman` (bridge parameters realman.*): rm_driver's topic prefix, Cartepos.follow (true =
     high-follow mode) and move_stop_cmd's type, "bool" (driver 1.1) or "empty" (1.1.6)."""
 
-    prefix: str = "/rm_driver"
-    follow: bool = False
-    stop_message_type: str = "bool"
+    prefix: str = parameter("/rm_driver", "realman: rm_driver topic prefix")
+    follow: bool = parameter(False, "realman: Cartepos.follow (true = high-follow mode)")
+    stop_message_type: str = parameter(
+        "bool", "realman: move_stop_cmd type, bool (driver 1.1) or empty (1.1.6)", choices=STOP_MESSAGE_TYPES
+    )
 
     def __post_init__(self) -> None:
         if self.stop_message_type not in STOP_MESSAGE_TYPES:
@@ -51,8 +54,8 @@ class ServoParams:
     """Backend `servo` (servo.*): MoveIt Servo's node name (its topics are <node>/pose_cmd and
     <node>/delta_twist_cmds) and the command, "twist" (TwistStamped from target deltas) or "pose" (PoseStamped)."""
 
-    node: str = "servo_node"
-    command: str = "twist"
+    node: str = parameter("servo_node", "servo: MoveIt Servo node name (prefix of its command topics)", non_empty=True)
+    command: str = parameter("twist", "servo: twist (delta_twist_cmds) or pose (pose_cmd)", choices=SERVO_COMMANDS)
 
     def __post_init__(self) -> None:
         if self.command not in SERVO_COMMANDS:
@@ -64,9 +67,9 @@ class MoveItPyParams:
     """Backend `moveit_py` (moveit_py.*): the planning group, the link the pose goal is for, and the least time
     between two plans [s] (planning cannot run at the streaming rate)."""
 
-    planning_group: str = "arm"
-    pose_link: str = ""
-    replan_period: float = 0.5
+    planning_group: str = parameter("arm", "moveit_py: planning group", non_empty=True)
+    pose_link: str = parameter("", "moveit_py: link the pose goal is for")
+    replan_period: float = parameter(0.5, "moveit_py: least time between plans [s]", above=0.0)
 
 
 @dataclass(frozen=True)
