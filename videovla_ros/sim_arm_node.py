@@ -186,6 +186,16 @@ class SimArmNode(Node):
         self._reset_reply = (False, "")
         self._stopping = threading.Event()
 
+        self._create_interfaces()
+        # The physics has a thread of its own rather than an executor timer: an EGL rendering context is
+        # bound to the thread that made it current, and executor callbacks hop between threads. Everything
+        # that touches the MuJoCo state (commands, stepping, rendering, resets) happens on this thread.
+        self._physics_thread = threading.Thread(target=self._physics_loop, args=(setup,), name="sim_arm physics")
+        self._physics_thread.start()
+
+    def _create_interfaces(self) -> None:
+        """The publishers, subscriptions, service and timer of the module docstring."""
+        config = self.config
         self._image_pub = self.create_publisher(Image, "image_raw", qos.CAMERA)
         self._joint_pub = self.create_publisher(JointState, "joint_states", qos.ROBOT_STATE)
         self._pose_pub = self.create_publisher(PoseStamped, "ee_pose", qos.ROBOT_STATE)
@@ -202,11 +212,6 @@ class SimArmNode(Node):
         # Wall-clock diagnostics: they report the achieved real-time factor and keep coming while the physics
         # waits for the policy (simulated time, and every ROS-time timer, then stands still).
         self.create_timer(DIAGNOSTICS_PERIOD, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        # The physics has a thread of its own rather than an executor timer: an EGL rendering context is
-        # bound to the thread that made it current, and executor callbacks hop between threads. Everything
-        # that touches the MuJoCo state (commands, stepping, rendering, resets) happens on this thread.
-        self._physics_thread = threading.Thread(target=self._physics_loop, args=(setup,), name="sim_arm physics")
-        self._physics_thread.start()
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
