@@ -7,6 +7,9 @@ Every rung trains on the same demonstrations and is scored on the same held-out 
     cnn-image-only   rung 1's control: the same without the instruction (what the image alone gives)
     dit              rung 2: the `small` DiT and conditioning path as a one-pass regressor (no noise, no diffusion)
     dit-words        rung 2 with learned word embeddings instead of the frozen random T5
+    dit-words-pos    dit-words with a learned absolute position table on the text and video tokens (rotary alone
+                     puts positions into attention scores, not into the values an action token reads)
+    dit-words-pos-mix  dit-words-pos + the instruction mixing the observation latent's channels (FiLM-like)
     dit-pixels       rung 2 with a learned pixel stem instead of the VAE latent
     dit-t0           rung 2 at timestep 0 instead of 999 (the timestep embedding of the clean end)
     diffusion        rung 3: rung 2 with diffusion on the actions only (10 sampling steps, guidance 1)
@@ -25,6 +28,7 @@ the `small` config come from --checkpoint; rung 4 starts from them with a fresh 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -43,7 +47,18 @@ from videovla_model.episodes import EpisodeDataset
 from videovla_model.modeling import VideoVLAModel
 from videovla_model.processing import prepare_image, to_model_range
 
-IN_PROCESS = ("cnn", "cnn-image-only", "dit", "dit-words", "dit-pixels", "dit-t0", "diffusion")
+IN_PROCESS = (
+    "cnn",
+    "cnn-image-only",
+    "dit",
+    "dit-words",
+    "dit-words-pos",
+    "dit-words-pos-mix",
+    "dit-pos",
+    "dit-pixels",
+    "dit-t0",
+    "diffusion",
+)
 VIDEOVLA_TRAIN = {"videovla": True, "videovla-actions": False}  # rung -> video loss
 RUNGS = IN_PROCESS + tuple(VIDEOVLA_TRAIN)
 
@@ -113,9 +128,11 @@ def build(rung: str, model: VideoVLAModel, vocabulary: WordVocabulary) -> nn.Mod
     return DiTRegressor(
         model,
         vocabulary,
-        text="words" if rung == "dit-words" else "t5",
+        text="words" if rung.startswith("dit-words") else "t5",
         observation="pixels" if rung == "dit-pixels" else "vae",
         timestep=0 if rung == "dit-t0" else 999,
+        absolute_positions="-pos" in rung,
+        mix_observation=rung.endswith("-mix"),
     )
 
 
@@ -224,14 +241,25 @@ def train_videovla(rung: str, args: argparse.Namespace, held_out: EpisodeDataset
     root = Path(args.output)
     init = root / "init"
     if not (init / "config.json").is_file():
-        model = VideoVLAModel.from_pretrained(args.checkpoint)
+        frozen = VideoVLAModel.from_pretrained(args.checkpoint)
+        transformer = dataclasses.replace(
+            frozen.config.transformer, learned_positional_embeddings=args.learned_positions
+        )
+        config = dataclasses.replace(frozen.config, transformer=transformer, unconditional_text=args.unconditional_text)
         torch.manual_seed(args.seed)
-        model.transformer = VideoVLATransformer(model.config)
+        model = VideoVLAModel(
+            config,
+            tokenizer=frozen.tokenizer,
+            text_encoder=frozen.text_encoder,
+            vae=frozen.vae,
+            transformer=VideoVLATransformer(config),
+            normalizer=frozen.normalizer,
+        )
         model.save_pretrained(init)
     output = root / rung
     argv = ["--dataset", args.dataset, "--init-from", str(init), "--output", str(output), "--steps", str(args.steps)]
     argv += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--save-every", str(args.eval_every)]
-    argv += ["--num-workers", "0", "--seed", str(args.seed), "--log-every", "50"]
+    argv += ["--num-workers", "0", "--seed", str(args.seed), "--log-every", "50", *args.train_args]
     if not VIDEOVLA_TRAIN[rung]:
         argv.append("--no-video-loss")
     started = time.monotonic()
@@ -261,6 +289,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=60, help="held-out episodes scored")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="runs/ladder", help="folder for rungs 3-4's training runs")
+    parser.add_argument(
+        "--learned-positions",
+        action="store_true",
+        help="rung 4's fresh transformer gets a learned absolute position table (as the dit-*-pos rungs)",
+    )
+    parser.add_argument(
+        "--unconditional-text",
+        choices=("empty_prompt", "zeros"),
+        default="empty_prompt",
+        help="rung 4's unconditional instruction (zeros: the mean standardised instruction, as the public model)",
+    )
+    parser.add_argument(
+        "--train-args", nargs=argparse.REMAINDER, default=[], help="rung 4: further videovla-train flags, last"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     held_out = EpisodeDataset(args.held_out)

@@ -17,6 +17,7 @@ training loss of a batch.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 
@@ -94,11 +95,21 @@ class DiTRegressor(nn.Module):
         text: str = "t5",
         observation: str = "vae",
         timestep: int = 999,
+        absolute_positions: bool = False,
+        mix_observation: bool = False,
     ) -> None:
         super().__init__()
-        config = frozen.config
+        config = dataclasses.replace(
+            frozen.config,
+            transformer=dataclasses.replace(
+                frozen.config.transformer, learned_positional_embeddings=absolute_positions
+            ),
+            instruction_mixes_observation=mix_observation,
+        )
         self.frozen = [frozen]  # a list keeps the frozen model out of this module's parameters
         self.transformer = VideoVLATransformer(config)
+        if absolute_positions:
+            nn.init.normal_(self.transformer.positional_embedding, std=0.02)
         self.text, self.observation, self.timestep, self.vocabulary = text, observation, timestep, vocabulary
         self.words = nn.Embedding(len(vocabulary), config.text.d_model, padding_idx=PAD) if text == "words" else None
         channels = config.vae.latent_channels

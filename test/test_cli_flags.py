@@ -1,5 +1,5 @@
-"""The generated command lines: every `videovla-train(-vae)`, `videovla-eval`, `videovla-demo` and `videovla-collect`
-command shown in the READMEs still parses, and each flag it gives lands in the config field of that name."""
+"""The generated command lines: every `videovla-train(-vae)`, `-eval(-offline)`, `-demo`, `-collect`, `-sim-teleop`,
+`-import` and `-export` command shown in the READMEs still parses, and each flag lands in the field of its name."""
 
 from __future__ import annotations
 
@@ -7,23 +7,40 @@ import dataclasses
 import re
 import shlex
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from videovla_model.cli import parse
+from videovla_model.cli import checked, parse
+from videovla_model.evaluate_offline import OfflineEvalConfig
+from videovla_model.importers.cli import IMPORT_COMMAND, Conversion, export_command, import_main
+from videovla_model.importers.lerobot_actions import ActionConvention
 from videovla_model.train_cli import LATEST, parse_args
 from videovla_model.train_vae import videovla_train_vae
 from videovla_model.training_config import TrainingConfig
 from videovla_ros.eval_config import DEFAULT_CHECKPOINT, DemoConfig, EvalConfig
 from videovla_ros.evaluate_cli import demo_main, main
+from videovla_ros.sim_teleop import TeleopConfig
 from videovla_sim.collect import CollectConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = (ROOT / "README.md", ROOT / "checkpoints" / "videovla-sim-small" / "README.md")
-COMMANDS = ("videovla-train-vae", "videovla-train", "videovla-eval", "videovla-demo", "videovla-collect")
-# Flags named differently from their field.
-FIELD_OF_FLAG = {"config": "model_config"}
+COMMANDS = (
+    "videovla-train-vae", "videovla-train", "videovla-eval-offline", "videovla-eval", "videovla-demo",
+    "videovla-collect", "videovla-sim-teleop", "videovla-import", "videovla-export",
+)  # fmt: skip
+PARSED = {
+    "videovla-train-vae": videovla_train_vae,
+    "videovla-eval-offline": OfflineEvalConfig,
+    "videovla-eval": EvalConfig,
+    "videovla-demo": DemoConfig,
+    "videovla-collect": CollectConfig,
+    "videovla-sim-teleop": TeleopConfig,
+    "videovla-import": IMPORT_COMMAND,
+    "videovla-export": export_command,
+}
+# Flags named differently from their field; fields holding more flags (merged into their parent's).
+FIELD_OF_FLAG = {"config": "model_config", "episode-split": "split"}
+NESTED = {"training", "format", "limits"}
 
 
 def _code_snippets(text: str) -> list[str]:
@@ -39,13 +56,14 @@ def _code_snippets(text: str) -> list[str]:
 
 
 def _documented_commands() -> list[tuple[str, str, list[str]]]:
-    """(document, command, its arguments) of every documented command line that passes at least one flag."""
+    """(document, command, its arguments) of every documented command line that passes a flag (not only --help)."""
     found = []
     for document in DOCUMENTS:
         for snippet in _code_snippets(document.read_text()):
-            for match in re.finditer(rf"(?:^|[\s/])({'|'.join(COMMANDS)})\s+(--.*)$", snippet):
-                arguments = re.sub(r"<[^>]*>", "PLACEHOLDER", match.group(2))
-                found.append((document.relative_to(ROOT).as_posix(), match.group(1), shlex.split(arguments, True)))
+            for match in re.finditer(rf"(?:^|[\s/])({'|'.join(COMMANDS)})\s+((?:--|lerobot |rosbag ).*)$", snippet):
+                arguments = shlex.split(re.sub(r"<[^>]*>", "PLACEHOLDER", match.group(2)), comments=True)
+                if arguments != ["--help"]:
+                    found.append((document.relative_to(ROOT).as_posix(), match.group(1), arguments))
     return found
 
 
@@ -54,14 +72,17 @@ DOCUMENTED = _documented_commands()
 
 def _completed(command: str, arguments: list[str]) -> list[str]:
     """A fragment such as `videovla-train --latent-cache ...` with the flags it leaves out filled in."""
-    required = {"videovla-train": ("--dataset", "--output"), "videovla-train-vae": ("--dataset", "--output")}
-    if command == "videovla-collect":
-        required[command] = ("--output",)
+    required = {
+        "videovla-train": ("--dataset", "--output"),
+        "videovla-train-vae": ("--dataset", "--output"),
+        "videovla-collect": ("--output",),
+        "videovla-eval-offline": ("--checkpoint", "--dataset"),
+    }
     if command not in required:
         return arguments
     missing = [flag for flag in required[command] if flag not in arguments]
     filled = [token for flag in missing for token in (flag, "PLACEHOLDER")]
-    if command != "videovla-collect" and not {"--preset", "--config", "--init-from"} & set(arguments):
+    if command.startswith("videovla-train") and not {"--preset", "--config", "--init-from"} & set(arguments):
         filled += ["--preset", "tiny"]
     return arguments + filled
 
@@ -79,12 +100,33 @@ def _flags(arguments: list[str]) -> dict[str, list[str]]:
     return flags
 
 
-def _check_fields(config: object, flags: dict[str, list[str]]) -> None:
+def _fields(parsed: object) -> dict[str, object]:
+    """What the flags set: a config's fields (or a NamedTuple's), with the `NESTED` ones' fields merged in."""
+    if dataclasses.is_dataclass(parsed):
+        items = {field.name: getattr(parsed, field.name) for field in dataclasses.fields(parsed)}
+    else:
+        items = parsed._asdict()
+    merged: dict[str, object] = {}
+    for name, value in items.items():
+        merged.update(_fields(value) if name in NESTED else {name: value})
+    return merged
+
+
+def _parsed_fields(command: str, arguments: list[str]) -> dict[str, object]:
+    if command == "videovla-train":
+        config, resume = parse_args(arguments)
+        return {**_fields(config), "resume": resume}
+    return _fields(parse(PARSED[command], arguments, prog=command))
+
+
+def _check_fields(fields: dict[str, object], flags: dict[str, list[str]]) -> None:
     for flag, values in flags.items():
         negated = flag.startswith("no-") and not values
         name = FIELD_OF_FLAG.get(flag, flag.removeprefix("no-") if negated else flag).replace("-", "_")
-        actual = getattr(config, name)
-        if isinstance(actual, bool):
+        actual = fields[name]
+        if name == "resume":
+            assert actual == (values[0] if values else LATEST)
+        elif isinstance(actual, bool):
             assert actual is (not negated), flag
         elif isinstance(actual, tuple):
             assert actual == tuple(type(item)(value) for item, value in zip(actual, values, strict=True)), flag
@@ -98,6 +140,8 @@ def test_the_readmes_show_the_commands_this_test_checks():
     assert counts["videovla-demo"] >= 1 and counts["videovla-train-vae"] >= 2 and counts["videovla-collect"] >= 4, (
         counts
     )
+    assert counts["videovla-import"] >= 2 and counts["videovla-export"] >= 1, counts
+    assert counts["videovla-eval-offline"] >= 2 and counts["videovla-sim-teleop"] >= 1, counts
 
 
 @pytest.mark.parametrize(
@@ -105,19 +149,7 @@ def test_the_readmes_show_the_commands_this_test_checks():
 )
 def test_a_documented_command_parses_into_the_fields_it_names(document, command, arguments):
     arguments = _completed(command, arguments)
-    flags = _flags(arguments)
-    if command == "videovla-train":
-        config, resume = parse_args(arguments)
-        assert resume == (LATEST if flags.pop("resume", None) == [] else None)
-    elif command == "videovla-train-vae":
-        parsed = parse(videovla_train_vae, arguments, prog=command)
-        config = SimpleNamespace(**dataclasses.asdict(parsed.training), **parsed._asdict())
-    else:
-        config_type = {"videovla-eval": EvalConfig, "videovla-demo": DemoConfig, "videovla-collect": CollectConfig}[
-            command
-        ]
-        config = parse(config_type, arguments, prog=command)
-    _check_fields(config, flags)
+    _check_fields(_parsed_fields(command, arguments), _flags(arguments))
 
 
 def test_train_flags_keep_their_names_and_forms():
@@ -182,3 +214,27 @@ def test_demo_takes_an_instruction_and_has_no_episode_flags(capsys):
     with pytest.raises(SystemExit) as exit_info:
         demo_main(["--episodes", "3"])
     assert exit_info.value.code == 2
+
+
+def test_import_subcommands_share_one_definition_and_keep_their_flags(tmp_path, capsys):
+    topics = ["--image-topic", "/i", "--pose-topic", "/p", "--instruction", "pick"]
+    rosbag = parse(
+        IMPORT_COMMAND,
+        ["rosbag", "bag", "out", *topics, "--max-gap", "0.2", "--episode-split", "1.5,3", "--rate-hz", "5"],
+        prog="videovla-import",
+    )
+    lerobot = parse(
+        IMPORT_COMMAND, ["lerobot", "data", "out", "--action-convention", "absolute_ee"], prog="videovla-import"
+    )
+    assert isinstance(rosbag, Conversion) and isinstance(lerobot, Conversion)
+    assert (rosbag.source, rosbag.out) == (Path("bag"), Path("out"))
+    options = checked(rosbag.format)
+    assert options.limits.max_gap_s == 0.2 and options.split.times_s == (1.5, 3.0) and options.rate_hz == 5.0
+    assert checked(lerobot.format).action_convention is ActionConvention.ABSOLUTE_EE
+    export = parse(export_command, ["lerobot", "episodes", "v3", "--crf", "20"], prog="videovla-export")
+    assert export.source == Path("episodes") and export.format.crf == 20
+    # A refused value exits 2 with the field named, before anything is read.
+    arguments = ["rosbag", str(tmp_path / "none"), str(tmp_path / "out"), "--image-topic", "/i", "--pose-topic", "/p"]
+    assert import_main([*arguments, "--instruction", "pick", "--rate-hz", "0"]) == 2
+    assert "videovla-import: error: rate_hz must be a finite number > 0 Hz, got 0.0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -233,3 +233,9 @@ def test_the_shipped_params_files_set_only_declared_parameters_to_valid_values(l
     merged["videovla_policy"]["checkpoint"] = "/ckpt"  # given with checkpoint:= (or the shipped model with sim)
     for node, values in merged.items():
         from_values(nodes[node], values)
+
+
+def test_bridge_parameters_built_directly_are_checked():
+    assert BridgeParameters(stream_rate_hz=50).stream_rate_hz == 50.0
+    with pytest.raises(ValueError, match=r"^parameter execution_mode must be one of \['sync', 'async', 'rtc'\]"):
+        BridgeParameters(execution_mode="fast")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import tyro
@@ -22,16 +22,23 @@ from tyro.constructors import PrimitiveConstructorSpec
 T = TypeVar("T")
 
 
-def parse(command: Callable[..., T], argv: Sequence[str] | None, *, prog: str, description: str | None = None) -> T:
+def parse(command: Any, argv: Sequence[str] | None, *, prog: str, description: str | None = None) -> Any:
     """Parses `argv` (None: sys.argv[1:]) into `command`'s fields and builds it; exits 2 on bad input.
 
-    `command` is a config dataclass, or a function whose parameters are `unchecked` configs (marked
-    `OmitArgPrefixes`, so their fields keep their own flag names) plus run options that are not settings
-    (e.g. `--resume`); such a function returns what it parsed, after `checked`.
+    `command` is a config dataclass (returned validated), or a function whose parameters are `unchecked` configs
+    (marked `OmitArgPrefixes`, so their fields keep their own flag names) plus run options that are not settings
+    (e.g. `--resume`), which returns what it parsed after `checked`, or a union of subcommands (`tyro.conf.
+    subcommand`), whose callers run `checked` themselves.
     """
     is_config = dataclasses.is_dataclass(command)
     try:
-        parsed = tyro.cli(unchecked(command) if is_config else command, args=argv, prog=prog, description=description)
+        parsed = tyro.cli(
+            unchecked(command) if is_config else command,
+            args=argv,
+            prog=prog,
+            description=description,
+            config=(tyro.conf.EnumChoicesFromValues,),  # --action-convention delta_ee, not DELTA_EE
+        )
         return checked(parsed) if is_config else parsed
     except ValueError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)

@@ -42,12 +42,15 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+import tyro
 from safetensors.torch import save_file
 
 from videovla_model.checkpointing import TEXT_ENCODER_DIR, TOKENIZER_DIR, VAE_DIR, WEIGHTS_NAME
+from videovla_model.cli import parse
 from videovla_model.configuration import VideoVLAConfig
 from videovla_model.normalization import NORMALIZATION_NAME, ActionNormalizer
 from videovla_model.transformer import VideoVLATransformer, positional_table_length, rotary_embedding
@@ -386,28 +389,30 @@ def convert(
     return output
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="videovla-convert-sat",
-        description="Convert the public VideoVLA checkpoint (SAT / DeepSpeed) into a VideoVLA checkpoint folder.",
-    )
-    parser.add_argument("checkpoint", type=Path, help="SAT checkpoint folder (with `latest`), iteration folder or .pt")
-    parser.add_argument("output", type=Path, help="new VideoVLA checkpoint folder")
-    parser.add_argument(
-        "--cogvideox-i2v", type=Path, required=True, help="diffusers CogVideoX-5B-I2V folder (VAE, T5, tokenizer)"
-    )
-    parser.add_argument("--normalization", type=Path, help="normalization.json with your action statistics")
-    parser.add_argument("--config", type=Path, help="VideoVLAConfig JSON (default: the cogvideox-5b preset)")
-    return parser.parse_args(argv)
+@dataclass(frozen=True)
+class ConvertCommand:
+    """What `videovla-convert-sat` converts, and with which companion files."""
+
+    checkpoint: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="CHECKPOINT")]
+    """SAT checkpoint folder (with `latest`), iteration folder or .pt"""
+    output: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="OUTPUT")]
+    """new VideoVLA checkpoint folder"""
+    cogvideox_i2v: Path
+    """diffusers CogVideoX-5B-I2V folder (VAE, T5, tokenizer)"""
+    normalization: Path | None = None
+    """normalization.json with your action statistics"""
+    config: Path | None = None
+    """VideoVLAConfig JSON (None: the cogvideox-5b preset)"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the process exit code."""
-    args = _parse_args(argv)
+    description = "Convert the public VideoVLA checkpoint (SAT / DeepSpeed) into a VideoVLA checkpoint folder."
+    command = parse(ConvertCommand, argv, prog="videovla-convert-sat", description=description)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = VideoVLAConfig.load(args.config) if args.config else VideoVLAConfig.preset("cogvideox-5b")
-        output = convert(args.checkpoint, args.output, args.cogvideox_i2v, config, args.normalization)
+        config = VideoVLAConfig.load(command.config) if command.config else VideoVLAConfig.preset("cogvideox-5b")
+        output = convert(command.checkpoint, command.output, command.cogvideox_i2v, config, command.normalization)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"videovla-convert-sat: {error}", file=sys.stderr)
         return 2

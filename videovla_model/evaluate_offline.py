@@ -22,7 +22,6 @@ minutes. Run it on episodes the model was not trained on.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from videovla_model.cli import parse
 from videovla_model.contract import Observation, Policy
 from videovla_model.episodes import Episode, EpisodeDataset
 
@@ -135,49 +135,61 @@ def evaluate_offline(policy: Policy, episodes: Sequence[Episode], every: int = 5
     )
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="videovla-eval-offline",
-        description="Open-loop check of a VideoVLA checkpoint against recorded episodes (no robot, no simulator).",
-    )
-    parser.add_argument("--checkpoint", required=True, help="a VideoVLA checkpoint folder")
-    parser.add_argument("--dataset", required=True, help="an episode dataset the model was not trained on")
-    parser.add_argument("--episodes", type=int, default=0, help="use the first N episodes (default 0: all)")
-    parser.add_argument("--every", type=int, default=5, help="compare a chunk every N steps (default 5)")
-    parser.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps (default: config)")
-    parser.add_argument("--guidance-scale", type=float, default=None, help="guidance (default: the checkpoint's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
-    parser.add_argument("--output", default=None, help="also write the report as JSON to this file")
-    args = parser.parse_args(argv)
-    if args.episodes < 0:
-        parser.error(f"--episodes must be >= 0, got {args.episodes}")
-    if args.every < 1:
-        parser.error(f"--every must be >= 1, got {args.every}")
-    return args
+@dataclass(frozen=True)
+class OfflineEvalConfig:
+    """One `videovla-eval-offline` run; each field is a flag (`videovla-eval-offline --help`)."""
+
+    checkpoint: str
+    """a VideoVLA checkpoint folder"""
+    dataset: str
+    """an episode dataset the model was not trained on"""
+    episodes: int = 0
+    """use the first N episodes (0: all)"""
+    every: int = 5
+    """compare a chunk every N steps"""
+    num_inference_steps: int | None = None
+    """denoising steps (None: the checkpoint's)"""
+    guidance_scale: float | None = None
+    """classifier-free guidance (None: the checkpoint's)"""
+    seed: int = 0
+    """seed of the sampling noise"""
+    output: str | None = None
+    """also write the report as JSON to this file"""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 0:
+            raise ValueError(f"episodes must be >= 0, got {self.episodes}")
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1, got {self.every}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the process exit code."""
-    args = _parse_args(argv)
+    config = parse(
+        OfflineEvalConfig,
+        argv,
+        prog="videovla-eval-offline",
+        description="Open-loop check of a VideoVLA checkpoint against recorded episodes (no robot, no simulator).",
+    )
     from videovla_model.policy import load_policy
 
     try:
-        dataset = EpisodeDataset(args.dataset)
+        dataset = EpisodeDataset(config.dataset)
         policy = load_policy(
-            args.checkpoint,
-            num_inference_steps=args.num_inference_steps,
-            guidance_scale=args.guidance_scale,
-            seed=args.seed,
+            config.checkpoint,
+            num_inference_steps=config.num_inference_steps,
+            guidance_scale=config.guidance_scale,
+            seed=config.seed,
         )
-        count = len(dataset) if args.episodes == 0 else min(args.episodes, len(dataset))
-        report = evaluate_offline(policy, [dataset[i] for i in range(count)], every=args.every)
+        count = len(dataset) if config.episodes == 0 else min(config.episodes, len(dataset))
+        report = evaluate_offline(policy, [dataset[i] for i in range(count)], every=config.every)
     except (FileNotFoundError, ValueError) as error:
         print(f"videovla-eval-offline: {error}", file=sys.stderr)
         return 2
     print(report.summary())
-    if args.output is not None:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(asdict(report), indent=2) + "\n")
+    if config.output is not None:
+        Path(config.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.output).write_text(json.dumps(asdict(report), indent=2) + "\n")
     return 0
 
 

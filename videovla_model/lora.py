@@ -20,20 +20,22 @@ The base fingerprint hashes every frozen tensor's name and shape and a sample of
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
+import tyro
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from videovla_model.cli import parse
 from videovla_model.condition_normalization import (
     CONDITION_NORMALIZATION_NAME,
     TEXT_NORMALIZATION_NAME,
@@ -281,20 +283,28 @@ def merge_adapter(adapter_folder: str | Path, output: str | Path) -> Path:
     return load_merged_model(adapter_folder).save_pretrained(output)
 
 
+@dataclass(frozen=True)
+class MergeCommand:
+    """What `videovla-merge-lora` merges, and where it writes the result."""
+
+    adapter: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="ADAPTER")]
+    """adapter folder (a LoRA run's final/ or checkpoint-<step>/)"""
+    output: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="OUTPUT")]
+    """folder for the merged checkpoint"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="videovla-merge-lora",
-        description="Merge a LoRA adapter written by `videovla-train --lora-rank` into its base and write a plain "
-        "VideoVLA checkpoint (what load_policy and --init-from open).",
+    description = (
+        "Merge a LoRA adapter written by `videovla-train --lora-rank` into its base and write a plain VideoVLA "
+        "checkpoint (what load_policy and --init-from open)."
     )
-    parser.add_argument("adapter", help="adapter folder (a LoRA run's final/ or checkpoint-<step>/)")
-    parser.add_argument("output", help="folder for the merged checkpoint")
-    args = parser.parse_args(argv)
+    command = parse(MergeCommand, argv, prog="videovla-merge-lora", description=description)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        written = merge_adapter(args.adapter, args.output)
+        written = merge_adapter(command.adapter, command.output)
     except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
+        print(f"videovla-merge-lora: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
     logger.info("wrote the merged checkpoint to %s", written)
     return 0
 

@@ -26,15 +26,18 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import numpy as np
+import tyro
 
+from videovla_model.cli import parse
 from videovla_model.contract import DEFAULT_ACTION_DIM_NAMES
 from videovla_model.episodes import EpisodeWriter
 from videovla_model.resampling import (
@@ -437,29 +440,31 @@ def recover(
     return outcomes
 
 
+@dataclass(frozen=True)
+class RecoverCommand:
+    """What `videovla-recover` finalises, and by which limits (the recorder's)."""
+
+    dataset: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="DATASET")]
+    """episode dataset folder"""
+    min_steps: int = MIN_EPISODE_STEPS
+    """shortest episode kept [steps]"""
+    limits: Annotated[ResampleLimits, tyro.conf.OmitArgPrefixes] = DEFAULT_LIMITS
+
+
 def main(argv: list[str] | None = None) -> int:
     """`videovla-recover DATASET`: finalises the recordings a killed recorder left behind."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="videovla-recover", description="Turn recordings interrupted by a crash into episodes (or set them aside)."
-    )
-    parser.add_argument("dataset", help="episode dataset folder")
-    parser.add_argument("--min-steps", type=int, default=MIN_EPISODE_STEPS, help="shortest episode kept [steps]")
-    parser.add_argument("--max-gap", type=float, default=ResampleLimits.max_gap_s, help="longest camera/pose gap [s]")
-    args = parser.parse_args(argv)
-    if not (Path(args.dataset) / "dataset.json").is_file():
-        parser.error(f"{args.dataset!r} is not an episode dataset (no dataset.json)")
-    try:
-        limits = ResampleLimits(max_gap_s=args.max_gap)
-    except ValueError as error:
-        parser.error(str(error))
-    outcomes = recover(args.dataset, min_steps=args.min_steps, limits=limits)
+    description = "Turn recordings interrupted by a crash into episodes (or set them aside)."
+    command = parse(RecoverCommand, argv, prog="videovla-recover", description=description)
+    if not (Path(command.dataset) / "dataset.json").is_file():
+        problem = f"{command.dataset!r} is not an episode dataset (no dataset.json)"
+        print(f"videovla-recover: error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    outcomes = recover(command.dataset, min_steps=command.min_steps, limits=command.limits)
     for outcome in outcomes:
         if outcome.episode is not None:
             print(f"{outcome.recording_id}: recovered as {outcome.episode}")
         else:
             print(f"{outcome.recording_id}: not recoverable ({outcome.reason}); kept at {outcome.kept_at}")
     if not outcomes:
-        print(f"{args.dataset}: no interrupted recordings")
+        print(f"{command.dataset}: no interrupted recordings")
     return 1 if any(o.episode is None for o in outcomes) else 0

@@ -17,8 +17,10 @@ valid episode (a repeated frame, a pose jump, no gripper stream) are returned as
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
+import tyro
 
 from videovla_model.action_convention import float32_pose_deltas, quaternion_to_matrix, slerp_quaternions
 
@@ -42,7 +44,7 @@ class PoseSeries:
 
 @dataclass(frozen=True)
 class ResampleLimits:
-    max_gap_s: float = 0.5
+    max_gap_s: Annotated[float, tyro.conf.arg(aliases=("--max-gap",))] = 0.5
     """A gap between consecutive camera or pose samples longer than this is refused [s]."""
     max_pose_jump_m: float = 0.05
     """A per-step translation larger than this is flagged (reported, not refused) [m]."""

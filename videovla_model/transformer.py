@@ -138,8 +138,10 @@ class VideoVLATransformer(nn.Module):
         self.action_in = nn.Linear(dims, width)
         self.action_pos_embed = nn.Parameter(torch.empty(config.chunk_rows, width))
         self.embodiment_embed = nn.Embedding(config.num_embodiments, width)
+        # A from-scratch table starts as distinct small vectors (as ViT's does) so every position is told apart from
+        # the first step; pre-trained ones are loaded over it.
         self.positional_embedding = (
-            nn.Parameter(torch.zeros(1, positional_table_length(config), width))
+            nn.Parameter(torch.randn(1, positional_table_length(config), width) * 0.02)
             if config.transformer.learned_positional_embeddings
             else None
         )

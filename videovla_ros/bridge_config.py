@@ -24,7 +24,7 @@ from videovla_ros.backends.base import (
     ServoParams,
 )
 from videovla_ros.execution_mode import DEFAULT_EXECUTION_MODE, EXECUTION_MODE_DESCRIPTION, EXECUTION_MODES
-from videovla_ros.parameters import Spec, from_values, group, parameter, specs
+from videovla_ros.parameters import Spec, check_fields, from_values, group, parameter, specs
 from videovla_ros.safety import SafetyLimits
 
 _LIMITS = SafetyLimits()
@@ -80,6 +80,9 @@ class BridgeParameters:
     realman: RealmanParams = group(RealmanParams)
     servo: ServoParams = group(ServoParams)
     moveit_py: MoveItPyParams = group(MoveItPyParams)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 BRIDGE_PARAMETERS: tuple[Spec, ...] = specs(BridgeParameters)

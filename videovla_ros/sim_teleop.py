@@ -25,7 +25,6 @@ recorder/stop (std_srvs/Trigger).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -46,6 +45,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from videovla_model.action_convention import float32_pose_deltas, quaternion_to_matrix
+from videovla_model.cli import parse
 from videovla_model.contract import DEFAULT_ACTION_DIM_NAMES
 from videovla_msgs.msg import ActionChunk
 from videovla_ros import qos
@@ -267,19 +267,31 @@ def run(
         teleop.destroy_node()
 
 
+@dataclass(frozen=True)
+class TeleopConfig:
+    """One `videovla-sim-teleop` session; each field is a flag (`videovla-sim-teleop --help`)."""
+
+    task: str = "pick"
+    """the sim_arm node's task (pick, place, stack)"""
+    episodes: int = 5
+    """episodes to record"""
+    action_rate: float = 10.0
+    """the recorder's action_rate_hz"""
+    image_size: int = 96
+    """the sim_arm node's image size [px]"""
+    namespace: str = ""
+    """namespace of the nodes"""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="videovla-sim-teleop", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", default="pick", help="the sim_arm node's task (pick, place, stack)")
-    parser.add_argument("--episodes", type=int, default=5, help="episodes to record (default: 5)")
-    parser.add_argument("--action-rate", type=float, default=10.0, help="the recorder's action_rate_hz")
-    parser.add_argument("--image-size", type=int, default=96, help="the sim_arm node's image size [px]")
-    parser.add_argument("--namespace", default="", help="namespace of the nodes")
-    args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error(f"--episodes must be >= 1, got {args.episodes}")
+    config = parse(TeleopConfig, argv, prog="videovla-sim-teleop", description=__doc__.split("\n\n")[0])
     rclpy.init()
     try:
-        for episode in run(args.task, args.episodes, args.action_rate, args.image_size, args.namespace):
+        for episode in run(config.task, config.episodes, config.action_rate, config.image_size, config.namespace):
             print(f"seed {episode.seed}: {episode.expert.num_steps} expert steps; {episode.recorder_reply}")
     except TeleopError as error:
         print(f"videovla-sim-teleop: {error}", file=sys.stderr)

@@ -29,14 +29,19 @@ MAX_FLAGS = 20
 
 @dataclass(frozen=True)
 class LeRobotImportOptions:
+    """How `videovla-import lerobot` reads a dataset (each field is a flag of it). absolute_ee actions are
+    converted to the suite's deltas; absolute_joint ones are refused (they need the arm's kinematics)."""
+
     image_key: str | None = None
-    """The video feature to import; None: the dataset's only one."""
+    """the video feature to import; None: the dataset's only one"""
     action_convention: ActionConvention = ActionConvention.AUTO
+    """delta_ee: the suite's deltas; absolute_ee: poses per frame; absolute_joint: refused; auto: by the names"""
     action_feature: str = "action"
-    """The feature read under delta_ee (and auto)."""
+    """the feature read under delta_ee (and auto)"""
     pose_feature: str = "observation.state"
-    """The feature read under absolute_ee: the end-effector pose at each frame."""
+    """the feature read under absolute_ee: the end-effector pose at each frame"""
     embodiment_id: int = 0
+    """embodiment id stored with every episode"""
 
 
 @dataclass(frozen=True)

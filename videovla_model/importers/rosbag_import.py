@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import tyro
 from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.typesys import Stores, get_typestore
+from tyro.constructors import PrimitiveConstructorSpec
 
 from videovla_model.episodes import EpisodeWriter
 from videovla_model.importers import rosbag_messages as msgs
@@ -41,6 +43,10 @@ class EpisodeSplit:
     mode: str = "none"
     times_s: tuple[float, ...] = ()
 
+    def text(self) -> str:
+        """The inverse of `parse`: `none`, `gaps` or the comma-separated seconds."""
+        return ",".join(f"{t:g}" for t in self.times_s) if self.mode == "times" else self.mode
+
     @classmethod
     def parse(cls, text: str) -> EpisodeSplit:
         """`none`, `gaps` or comma-separated increasing seconds (`12.5,30`)."""
@@ -55,20 +61,45 @@ class EpisodeSplit:
         return cls("times", times)
 
 
+EPISODE_SPLIT_FLAG = PrimitiveConstructorSpec(
+    nargs=1,
+    metavar="none|gaps|SECONDS,...",
+    instance_from_str=lambda strings: EpisodeSplit.parse(strings[0]),
+    is_instance=lambda value: isinstance(value, EpisodeSplit),
+    str_from_instance=lambda split: [split.text()],
+)
+"""`--episode-split` takes the split as one word (`EpisodeSplit.parse`)."""
+
+
 @dataclass(frozen=True)
 class RosbagImportOptions:
+    """How `videovla-import rosbag` reads a bag (each field is a flag of it)."""
+
     image_topic: str
+    """sensor_msgs/Image or CompressedImage"""
     pose_topic: str
+    """geometry_msgs/PoseStamped, or Pose (stamped by log time)"""
     instruction: str
+    """what the demonstrations do, e.g. 'pick up the red cube'"""
     gripper_topic: str | None = None
+    """std_msgs/Float32, Float64 or sensor_msgs/JointState (None: open throughout)"""
     rate_hz: float = 10.0
-    """The model's action rate: one step per 1 / rate_hz seconds."""
-    limits: ResampleLimits = field(default_factory=ResampleLimits)
-    split: EpisodeSplit = field(default_factory=EpisodeSplit)
-    gripper_range: tuple[float, float] = (0.0, 1.0)
-    """Raw gripper readings meaning closed and open; mapped to 0..1 and clipped."""
+    """the model's action rate: one step per 1 / rate_hz seconds"""
+    limits: Annotated[ResampleLimits, tyro.conf.OmitArgPrefixes] = field(default_factory=ResampleLimits)
+    split: Annotated[EpisodeSplit, EPISODE_SPLIT_FLAG, tyro.conf.arg(name="episode-split")] = field(
+        default_factory=EpisodeSplit
+    )
+    """none: one episode; gaps: a camera pause > max-gap starts one; or seconds from the first frame: 12.5,30"""
+    gripper_range: Annotated[tuple[float, float], tyro.conf.arg(metavar="CLOSED OPEN")] = (0.0, 1.0)
+    """raw gripper readings meaning closed and open; mapped to 0..1 and clipped"""
     gripper_joint: str | None = None
+    """the JointState joint that is the gripper (None: its only one)"""
     embodiment_id: int = 0
+    """embodiment id stored with every episode"""
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.rate_hz) and self.rate_hz > 0):
+            raise ValueError(f"rate_hz must be a finite number > 0 Hz, got {self.rate_hz!r}")
 
 
 @dataclass(frozen=True)
