@@ -197,7 +197,9 @@ def test_sim_node_over_dds(tmp_path):
     with ros_context() as context:
         probe = Probe(Node("sim_probe", context=context))
         with python_process(NODE_SOURCE, "--ros-args", "-r", f"__ns:={NAMESPACE}", "--params-file", str(params)) as sim:
-            started = spin_until(probe.node, lambda: len(probe.images) >= 4 and probe.poses and probe.joints, 60)
+            # Past the first frames: a node just started can stall long enough (a loaded machine) for its clock to
+            # skip ahead once (max_lag), which is not what the stamps below check.
+            started = spin_until(probe.node, lambda: len(probe.images) >= 10 and probe.poses and probe.joints, 60)
             assert started, f"no camera or state from the sim node (exit code {sim.poll()})"
 
             # Camera: rgb8 at the configured size, stamped with capture times one camera period apart.
