@@ -18,6 +18,9 @@ Arguments (an empty value keeps the value from the params file):
     dry_run          true: the bridge computes targets but commands nothing; false: it commands the arm
     sim              true: start the simulated arm instead of expecting rm_driver (the bridge streams poses to it,
                      clamped to its workspace from config/sim.yaml)
+    sim_time         true (with sim): simulated time, as Gazebo runs: the simulated arm publishes /clock, never
+                     skips ahead when the machine is slow, and in sync mode waits while the policy thinks; every
+                     node runs with use_sim_time
     rviz             true: start RViz with config/videovla.rviz
     autostart        true: configure and activate the lifecycle policy node on start
     record           true: also start the recorder (demonstrations into `dataset`; see the README)
@@ -53,6 +56,8 @@ from videovla_ros.launch_plan import (
     policy_overrides,
     recorder_overrides,
     share_path,
+    sim_overrides,
+    sim_time_overrides,
 )
 
 ARGUMENTS: tuple[tuple[str, str, str], ...] = (
@@ -66,6 +71,7 @@ ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("execution_mode", "", "sync | async | rtc, for the policy and the bridge (empty: from the params file)"),
     ("dry_run", "", "true: the bridge computes targets but commands nothing (empty: from the params file)"),
     ("sim", "false", "start the simulated arm instead of expecting rm_driver"),
+    ("sim_time", "false", "with sim: the simulated arm publishes /clock and every node uses it (use_sim_time)"),
     ("rviz", "false", "start RViz with config/videovla.rviz"),
     ("autostart", "true", "configure and activate the policy node on start"),
     ("record", "false", "also start the recorder node"),
@@ -91,6 +97,7 @@ def _choices(context: LaunchContext) -> Choices:
         return Choices(
             params_file=text["params_file"] or default_params_file(),
             sim=_flag(context, "sim"),
+            sim_time=_flag(context, "sim_time"),
             execution_mode=text["execution_mode"],
             backend=text["backend"],
             checkpoint=text["checkpoint"],
@@ -146,7 +153,7 @@ def _nodes(context: LaunchContext) -> list[Any]:
                 name="sim_arm",
                 namespace=namespace,
                 output="screen",
-                parameters=[str(choices.params_file)],
+                parameters=[str(choices.params_file), sim_overrides(choices)],
                 on_exit=Shutdown(reason="sim_arm exited"),
             )
         )
@@ -164,7 +171,14 @@ def _nodes(context: LaunchContext) -> list[Any]:
     if rviz:
         rviz_config = str(share_path("config/videovla.rviz"))
         actions.append(
-            Node(package="rviz2", executable="rviz2", name="rviz2", namespace=namespace, arguments=["-d", rviz_config])
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="rviz2",
+                namespace=namespace,
+                arguments=["-d", rviz_config],
+                parameters=[sim_time_overrides(choices)],
+            )
         )
     if _flag(context, "autostart"):
         # Configure once the process is up; activate when configuring has reached "inactive".

@@ -88,7 +88,11 @@ def test_dry_run_streams_the_expected_targets_of_a_known_chunk(make_harness):
     capture_ns = time_to_ns(h.snapshot(h.requests)[0].stamp)
     h.chunk_pub.publish(make_chunk(KNOWN_CHUNK, capture_ns))
     h.wait_counter("chunks_accepted", 1)
-    wait_for(lambda: len(h.snapshot(h.requests)) == 2, 5.0, "the chunk_request after execute_rows")
+    # The next request goes out at once, stamped when the 3 executed rows (0.1 s apart) end.
+    wait_for(lambda: len(h.snapshot(h.requests)) == 2, 5.0, "the chunk_request for the end of execute_rows")
+    rows_end_ns = time_to_ns(h.snapshot(h.requests)[1].stamp)
+    assert rows_end_ns - capture_ns >= 300_000_000
+    wait_for(lambda: h.now_ns() > rows_end_ns + 100_000_000, 5.0, "the executed rows' end")
 
     targets = h.snapshot(h.targets)
     final = targets[-1].pose

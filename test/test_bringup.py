@@ -257,5 +257,8 @@ def test_options_are_checked():
     with pytest.raises(SystemExit):
         parse_args(["--sim", "--backend", "realman"])
     assert parse_args(["--sim"]).choices.sim
+    assert parse_args(["--sim", "--sim-time"]).choices.sim_time
+    with pytest.raises(SystemExit):
+        parse_args(["--sim-time"])  # nothing would publish /clock
     with pytest.raises(SystemExit):
         parse_args(["--params-file", str(REPO / "no_such.yaml")])

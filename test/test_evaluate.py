@@ -80,7 +80,11 @@ def test_the_scripted_expert_picks_through_the_same_nodes_and_bridge(tmp_path, c
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
-    [(["--episodes", "0"], "episodes must be >= 1, got 0"), (["--imagination-every", "0"], "imagination_every must")],
+    [
+        (["--episodes", "0"], "episodes must be >= 1, got 0"),
+        (["--imagination-every", "0"], "imagination_every must"),
+        (["--policy-latency", "-1"], "policy_latency must be >= 0 s, got -1.0"),
+    ],
 )
 def test_bad_arguments_give_exit_code_2(checkpoint, capsys, arguments, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -92,7 +96,10 @@ def test_bad_arguments_give_exit_code_2(checkpoint, capsys, arguments, message):
 def test_a_dead_policy_node_leaves_the_simulated_arm_held_still(checkpoint):
     # A generous state watchdog: a loaded machine can delay the simulated arm's state by more than the default
     # 0.5 s, and this test is about the chunk watchdog stopping the arm when the policy dies.
-    config = EvalConfig(checkpoint=str(checkpoint), namespace="stall_test", chunk_watchdog=1.0, state_watchdog=3.0)
+    # Wall-clock time: in simulated time the world would wait (up to 30 s) for the dead policy's answer.
+    config = EvalConfig(
+        checkpoint=str(checkpoint), namespace="stall_test", chunk_watchdog=1.0, state_watchdog=3.0, sim_time=False
+    )
     with SimulatedSystem(config) as system:
         system.start_task("pick", 0)
         probe, bridge = system.probe, system.bridge

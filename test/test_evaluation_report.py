@@ -69,6 +69,15 @@ def test_summary_per_task_and_overall(tmp_path):
     assert (tmp_path / "report.txt").read_text().startswith("checkpoint ckpt")
 
 
+def test_summary_says_which_clock_and_the_simulated_seconds():
+    results = [replace(_result("pick", True, wall), sim_seconds=sim) for wall, sim in ((9.0, 4.0), (7.0, 5.0))]
+    summary = summarize(results, "ckpt", "sync", sim_time=True)
+    assert summary.sim_seconds_per_episode == pytest.approx(4.5) and summary.seconds_per_episode == pytest.approx(8.0)
+    text = format_summary(summary)
+    assert "(bridge mode sync, simulated time)" in text and "8.0 s/episode (4.5 simulated)" in text
+    assert "wall-clock time" in format_summary(summarize(results, "ckpt", "sync"))
+
+
 def test_failures_are_told_apart_by_what_the_gripper_held():
     def pick(success: bool, grasped: tuple[str, ...]) -> EpisodeResult:
         return replace(

@@ -124,6 +124,9 @@ def test_launch_description_lists_the_expected_nodes():
     assert set(default) == {"policy_node", "arm_bridge_node"}
     assert isinstance(default["policy_node"], LifecycleNode)
     assert set(nodes_for(sim="true")) == {"policy_node", "arm_bridge_node", "sim_arm_node"}
+    assert set(nodes_for(sim="true", sim_time="true")) == {"policy_node", "arm_bridge_node", "sim_arm_node"}
+    with pytest.raises(ValueError, match="launch argument sim_time needs sim"):
+        nodes_for(checkpoint="/ckpt", sim_time="true")
     if launch_plan.missing_packages(["rviz2"]):
         with pytest.raises(RuntimeError, match="rviz:=true needs the package"):
             nodes_for(sim="true", rviz="true")

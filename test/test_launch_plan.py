@@ -18,6 +18,7 @@ from videovla_ros.launch_plan import (
     params_files,
     policy_overrides,
     recorder_overrides,
+    sim_overrides,
     sim_params_file,
 )
 
@@ -73,6 +74,16 @@ def test_dry_run_is_the_params_files_unless_chosen(tmp_path):
     assert bridge_overrides(Choices(params_file=dry, dry_run=True)) == {"dry_run": True}
 
 
+def test_sim_time_puts_every_node_on_the_simulated_clock():
+    choices = Choices(params_file=default_params_file(), sim=True, sim_time=True)
+    assert sim_overrides(choices) == {"sim_time": True, "use_sim_time": True}
+    for overrides in (policy_overrides(choices), bridge_overrides(choices), recorder_overrides(choices)):
+        assert overrides["use_sim_time"] is True
+    wall = Choices(params_file=default_params_file(), sim=True)
+    assert sim_overrides(wall) == {}
+    assert "use_sim_time" not in policy_overrides(wall) and "use_sim_time" not in bridge_overrides(wall)
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -82,6 +93,7 @@ def test_dry_run_is_the_params_files_unless_chosen(tmp_path):
         ),
         ({"backend": "ur"}, "backend must be one of ['pose_stream', 'realman', 'servo', 'moveit_py'] or empty"),
         ({"sim": True, "backend": "realman"}, "sim speaks pose_stream, so backend must be pose_stream or empty"),
+        ({"sim_time": True}, "sim_time needs sim (the simulated arm publishes /clock), got sim false"),
         ({"params_file": Path("/no/such.yaml")}, "params_file must be an existing YAML file, got '/no/such.yaml'"),
     ],
 )

@@ -214,22 +214,24 @@ def test_the_shipped_params_files_set_only_declared_parameters_to_valid_values(l
 
     from videovla_ros.policy_parameters import PolicyNodeParameters
     from videovla_ros.recorder_node import RecorderNodeParameters
+    from videovla_ros.sim_arm_node import SimArmConfig
 
     nodes = {
         "arm_bridge": BridgeParameters,
         "videovla_policy": PolicyNodeParameters,
         "recorder": RecorderNodeParameters,
+        "sim_arm": SimArmConfig,
     }
     merged: dict[str, dict] = {node: {} for node in nodes}
     for file_name in layers:  # sim.yaml is loaded after realman.yaml (launch_plan.params_files)
         path = Path(__file__).resolve().parents[1] / "config" / file_name
         for key, section in yaml.safe_load(path.read_text()).items():
             node = key.removeprefix("/**/")
-            if node in nodes:  # sim_arm: its own node's tests
-                values = _flatten(section["ros__parameters"])
-                known = [spec.name for spec in specs(nodes[node])]
-                assert unknown_parameters_warning(values, known) is None, f"{file_name}: {node}"
-                merged[node].update(values)
+            assert node in nodes, f"{file_name}: a section for an unknown node {key!r}"
+            values = _flatten(section["ros__parameters"])
+            known = [spec.name for spec in specs(nodes[node])]
+            assert unknown_parameters_warning(values, known) is None, f"{file_name}: {node}"
+            merged[node].update(values)
     merged["videovla_policy"]["checkpoint"] = "/ckpt"  # given with checkpoint:= (or the shipped model with sim)
     for node, values in merged.items():
         from_values(nodes[node], values)

@@ -15,8 +15,8 @@ from std_srvs.srv import Trigger
 
 from videovla_ros import qos
 from videovla_ros.action_chunk import time_to_ns
-from videovla_ros.sim_arm_node import PARAMETERS, SimArmNode, config_from_parameters
-from videovla_sim.realtime import NANOSECONDS_PER_SECOND, PeriodicEvent, SimClock
+from videovla_ros.sim_arm_node import SimArmNode, config_from_parameters
+from videovla_sim.realtime import NANOSECONDS_PER_SECOND, PeriodicEvent, PolicyPause, SimClock, SimulatedClock
 
 NAMESPACE = "/sim_test"
 CAMERA_FPS = 15.0
@@ -61,16 +61,74 @@ def test_periodic_event_fires_once_per_period_and_skips_missed_ones():
         PeriodicEvent(0.0)
 
 
+def test_simulated_clock_steps_a_fixed_amount_whatever_the_wall_clock_says():
+    clock = SimulatedClock(start_ns=NANOSECONDS_PER_SECOND, step=0.01)
+    # Far behind the wall clock or not, one tick is one step: a loaded machine slows the simulation, never skips.
+    assert clock.due(now_ns=0, sim_seconds=0.5) == (pytest.approx(0.51), 0.0)
+    assert clock.due(now_ns=10**15, sim_seconds=0.5) == (pytest.approx(0.51), 0.0)
+    assert clock.to_outside_ns(0.25) == 1_250_000_000  # 1 simulated second is 1 s of /clock
+    clock.restart(5 * NANOSECONDS_PER_SECOND)
+    assert clock.to_outside_ns(0.0) == 5 * NANOSECONDS_PER_SECOND
+    with pytest.raises(ValueError, match="step must be a positive number"):
+        SimulatedClock(0, step=0.0)
+
+
+def test_policy_pause_holds_the_world_at_the_requests_frame_until_the_next_request():
+    pause = PolicyPause(timeout=5.0)
+    pause.on_frame(100, wall=0.0)
+    assert not pause.paused(wall=0.0)  # no request: the world runs
+    pause.on_request(150)
+    pause.on_frame(140, wall=0.1)
+    assert not pause.paused(wall=0.1)  # the policy needs a frame captured at or after the request
+    pause.on_frame(160, wall=0.2)
+    assert pause.paused(wall=0.2) and pause.paused(wall=4.0)  # however long the policy and the bridge take
+    pause.on_request(150)  # an old request again changes nothing
+    assert pause.paused(wall=4.1)
+    pause.on_request(460)  # the bridge took the answer in and asks for the chunk of simulated time 460
+    assert not pause.paused(wall=4.2)
+    pause.on_frame(426, wall=4.3)
+    assert not pause.paused(wall=4.3)
+    pause.on_frame(493, wall=4.4)
+    assert pause.paused(wall=4.4) and pause.timeouts == 0
+
+
+def test_policy_pause_handles_late_requests_dead_policies_and_new_episodes():
+    pause = PolicyPause(timeout=2.0)
+    pause.on_frame(200, wall=0.0)
+    pause.on_request(150)  # reached the sim after a frame it could use: the world stops at the next one
+    assert not pause.paused(wall=0.0)
+    pause.on_frame(266, wall=0.1)
+    assert pause.paused(wall=0.1)
+    assert pause.paused(wall=2.1)
+    assert not pause.paused(wall=2.2) and pause.timeouts == 1  # nobody asks again: the world runs on
+    pause.on_frame(333, wall=2.3)
+    assert not pause.paused(wall=2.3)
+    pause.on_request(400)
+    pause.clear()  # a new episode forgets the request
+    pause.on_frame(410, wall=3.0)
+    assert not pause.paused(wall=3.0)
+    never = PolicyPause(timeout=0.0)
+    never.on_request(1)
+    never.on_frame(2, wall=0.0)
+    assert not never.paused(wall=0.0)
+    with pytest.raises(ValueError, match="timeout must be >= 0 wall seconds"):
+        PolicyPause(timeout=-1.0)
+
+
 def test_parameters_are_checked_with_clear_messages():
-    values = {name: default for name, (default, _) in PARAMETERS.items()}
-    assert config_from_parameters(values).camera_fps == 15.0
+    assert config_from_parameters({}).camera_fps == 15.0
+    assert config_from_parameters({"sim_time": True, "real_time_factor": 2}).physics_step == pytest.approx(0.02)
     for name, bad, message in (
-        ("camera_fps", 0.0, "camera_fps must be a positive number"),
-        ("image_height", 9.5, "image_height must be an integer"),
-        ("frame_id", "", "frame_id must be a non-empty string"),
+        ("camera_fps", 0.0, "parameter camera_fps must be a number > 0, got 0.0"),
+        ("image_height", 9.5, "parameter image_height must be an integer > 0, got 9.5"),
+        ("frame_id", " ", "parameter frame_id must be a non-empty string"),
+        ("sim_time", "yes", "parameter sim_time must be true or false"),
+        ("policy_wait_timeout", -1.0, "parameter policy_wait_timeout must be a number >= 0"),
     ):
         with pytest.raises(ValueError, match=message):
-            config_from_parameters({**values, name: bad})
+            config_from_parameters({name: bad})
+    with pytest.raises(ValueError, match="use_sim_time is true but sim_time is false: nothing would publish /clock"):
+        config_from_parameters({}, use_sim_time=True)
 
 
 def test_an_unknown_task_is_refused_when_the_node_starts():
@@ -139,7 +197,9 @@ def test_sim_node_over_dds(tmp_path):
     with ros_context() as context:
         probe = Probe(Node("sim_probe", context=context))
         with python_process(NODE_SOURCE, "--ros-args", "-r", f"__ns:={NAMESPACE}", "--params-file", str(params)) as sim:
-            started = spin_until(probe.node, lambda: len(probe.images) >= 4 and probe.poses and probe.joints, 60)
+            # Past the first frames: a node just started can stall long enough (a loaded machine) for its clock to
+            # skip ahead once (max_lag), which is not what the stamps below check.
+            started = spin_until(probe.node, lambda: len(probe.images) >= 10 and probe.poses and probe.joints, 60)
             assert started, f"no camera or state from the sim node (exit code {sim.poll()})"
 
             # Camera: rgb8 at the configured size, stamped with capture times one camera period apart.

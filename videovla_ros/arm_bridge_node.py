@@ -7,10 +7,10 @@ Subscribes:
   estop (std_msgs/Bool, SAFETY)                             data=true stops and latches until released + re-enabled
   robot state, by backend: ee_pose (PoseStamped) or <realman.prefix>/udp_arm_position (Pose)  (ROBOT_STATE)
 Publishes:
-  ~/target_pose (geometry_msgs/PoseStamped, COMMAND)       every streamed target (also in dry run), for RViz;
-                                                           sent only while someone subscribes
-  chunk_request (std_msgs/Header, COMMAND)                 sync mode: once when enabled and after each chunk's
-                                                           execute_rows; stamp = request time
+        # The same clock as the motion's samples, so the allowed step matches the time the motion advanced.
+        elapsed_ns = now_ns - (self._last_sample_ns if self._last_sample_ns is not None else now_ns)
+        dt = min(elapsed_ns, MAX_TICK_PERIODS * self._period_ns) / NANOSECONDS_PER_SECOND
+        command, reason, idle = stream_command(self._last_command, target, dt, self.config.limits)
   rtc_chunk_request (videovla_msgs/ChunkRequest, COMMAND)  rtc mode: when enabled, after each admitted
                                                            or rejected chunk and on the chunk watchdog; carries
                                                            the committed motion (videovla_ros.realtime_chunking)
@@ -33,7 +33,10 @@ up in the robot state history; row i is due at header.stamp + offset + (i + 1) *
 trajectory). In async and rtc modes offset = latency_compensation (0: strictly time aligned; rows already due are
 dropped), and each new chunk is blended into the current motion. In sync mode the arm stood still while the
 policy inferred, so the schedule starts at the chunk's arrival (offset = arrival - stamp), only execute_rows
-rows of the answer to the outstanding request are executed, and the next chunk is requested when they are done.
+rows of the answer to the outstanding request are executed, and the next chunk is requested for the instant they
+are done. The request goes out at once, stamped with that instant: the policy (and a simulated arm keeping
+simulated time, which stands still at that frame while the policy thinks) know which frame to wait for however
+late the request is delivered, so sync execution in simulated time does not depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -120,8 +123,6 @@ class ArmBridgeNode(Node):
         self._last_gripper: float | None = None
         self._last_capture_ns: int | None = None
         self._request_ns: int | None = None  # stamp of the outstanding chunk request (sync)
-        self._request_due_ns: int | None = None  # sync: when the executed rows are done
-        self._speed_limited = False
         self._period_ns = round(NANOSECONDS_PER_SECOND / self.config.stream_rate_hz)
         self._admission_limits = AdmissionLimits(
             safety=limits,
@@ -236,7 +237,9 @@ class ArmBridgeNode(Node):
         self._motion = plan.motion
         self._last_capture_ns = chunk.capture_time_ns
         self._chunk_watchdog.feed(now_ns)
-        self._request_ns, self._request_due_ns = None, plan.next_request_ns
+        self._request_ns = None
+        if plan.next_request_ns is not None:
+            self._publish_request(plan.next_request_ns)
         self._book.count("chunks_accepted")
         self._book.set("last_chunk_age_s", (now_ns - chunk.capture_time_ns) / NANOSECONDS_PER_SECOND)
         if self.config.execution_mode == "rtc":
@@ -292,7 +295,6 @@ class ArmBridgeNode(Node):
         elapsed_ns = now_ns - (self._last_sample_ns if self._last_sample_ns is not None else now_ns)
         dt = min(elapsed_ns, MAX_TICK_PERIODS * self._period_ns) / NANOSECONDS_PER_SECOND
         command, reason, idle = stream_command(self._last_command, target, dt, self.config.limits)
-        self._speed_limited = reason is not None
         if reason is not None:
             self._book.count("stream_speed_limited")
             self.get_logger().warning(f"speed limit: {reason}", throttle_duration_sec=1.0)
@@ -315,10 +317,6 @@ class ArmBridgeNode(Node):
         if gripper_changed:
             self._last_gripper = gripper
 
-        if self._request_due_ns is not None and now_ns >= self._request_due_ns and not self._speed_limited:
-            self._request_due_ns = None
-            self._publish_request(now_ns)
-
     def _on_chunk_silence(self, decision: Decision, now_ns: int) -> None:
         """A silent policy: hold where the command is now; sync mode asks again (the request may be lost). The
         first trip of a silence is logged; repeats while the policy stays silent are only counted."""
@@ -326,7 +324,6 @@ class ArmBridgeNode(Node):
         hold = self._last_command or (self._motion.sample(now_ns) if self._motion is not None else None)
         if hold is not None:
             self._motion = Hold(hold, now_ns, self._last_gripper)
-        self._request_due_ns = None
         if self._chunk_watchdog.silences == 1:
             self.get_logger().warning(f"{decision.reason}: holding position until a chunk arrives")
         if self.config.execution_mode == "sync":
@@ -334,12 +331,14 @@ class ArmBridgeNode(Node):
         if self.config.execution_mode == "rtc":
             self._request_with_motion(now_ns)
 
-    def _publish_request(self, now_ns: int) -> None:
-        self._request_pub.publish(Header(stamp=ns_to_time(now_ns), frame_id=self.config.backend_params.frame_id))
-        self._request_ns = outstanding_request_ns(self._request_ns, now_ns)
+    def _publish_request(self, stamp_ns: int) -> None:
+        """sync: asks for a chunk predicted from a frame captured at or after `stamp_ns` (now, or when the
+        executing rows end) (caller holds the lock)."""
+        self._request_pub.publish(Header(stamp=ns_to_time(stamp_ns), frame_id=self.config.backend_params.frame_id))
+        self._request_ns = outstanding_request_ns(self._request_ns, stamp_ns)
         self._book.count("chunk_requests")
-        # Silence is measured from the request: the policy has chunk_watchdog seconds to answer.
-        self._chunk_watchdog.restart(now_ns)
+        # Silence is measured from the request's instant: the policy has chunk_watchdog seconds to answer.
+        self._chunk_watchdog.restart(stamp_ns)
 
     def _request_with_motion(self, now_ns: int) -> None:
         """rtc: asks for the next chunk with the motion it will have to continue (caller holds the lock)."""
@@ -364,7 +363,7 @@ class ArmBridgeNode(Node):
         assert latest is not None  # guaranteed by enable_preconditions
         self._motion = Hold(latest[1], now_ns)
         self._last_command, self._last_sample_ns, self._last_gripper = None, None, None
-        self._last_capture_ns, self._request_ns, self._request_due_ns = None, None, None
+        self._last_capture_ns, self._request_ns = None, None
         self._stats.reset()
         self._stream_timer.reset()
         self._chunk_watchdog.feed(now_ns)
@@ -375,7 +374,7 @@ class ArmBridgeNode(Node):
 
     def _halt(self) -> None:
         """Forget the motion and stop the arm (caller holds the lock)."""
-        self._motion, self._last_command, self._request_ns, self._request_due_ns = None, None, None, None
+        self._motion, self._last_command, self._request_ns = None, None, None
         self._stream_timer.cancel()
         self._chunk_watchdog.disarm()
         if self.config.dry_run:

@@ -2,6 +2,7 @@
 
     bringup --checkpoint /path/to/checkpoint --autostart             # policy + arm bridge (rm_driver backend)
     bringup --sim --autostart                                         # + the simulated arm, the default model
+    bringup --sim --sim-time --autostart                              # ... in simulated time (/clock)
     python -m videovla_ros.bringup --no-bridge --checkpoint ...       # the policy node alone
     bringup --sim --record --dataset data/mine                       # + the recorder (your demonstrations)
 
@@ -35,6 +36,7 @@ from videovla_ros.launch_plan import (
     params_files,
     policy_overrides,
     recorder_overrides,
+    sim_overrides,
 )
 from videovla_ros.node_runner import init_ros, make_executor, spin_until_shutdown
 from videovla_ros.policy_node import EXECUTOR_THREADS, PolicyNode
@@ -52,6 +54,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="policy checkpoint directory (default: from YAML; with --sim the default model)",
     )
     parser.add_argument("--sim", action="store_true", help="add the simulated arm (the bridge then streams poses)")
+    parser.add_argument(
+        "--sim-time",
+        action="store_true",
+        help="with --sim: the simulated arm publishes /clock, every node uses it (use_sim_time), the physics never "
+        "skips ahead and waits while the policy thinks (sync mode)",
+    )
     parser.add_argument("--no-bridge", action="store_true", help="start no arm bridge")
     parser.add_argument(
         "--dry-run",
@@ -69,6 +77,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         options.choices = Choices(
             params_file=options.params_file,
             sim=options.sim,
+            sim_time=options.sim_time,
             execution_mode=options.execution_mode,
             backend=options.backend,
             checkpoint=options.checkpoint,
@@ -100,7 +109,7 @@ def create_nodes(options: argparse.Namespace) -> tuple[PolicyNode, list[Node]]:
         # The simulator pulls in MuJoCo; only pay for it when asked.
         from videovla_ros.sim_arm_node import SimArmNode
 
-        others.append(SimArmNode(namespace=options.namespace))
+        others.append(SimArmNode(namespace=options.namespace, parameter_overrides=_parameters(sim_overrides(choices))))
     if options.record:
         from videovla_ros.recorder_node import RecorderNode
 

@@ -37,7 +37,7 @@ class EvalConfig:
     mode: Annotated[str, choices(EXECUTION_MODES)] = "sync"
     """bridge execution mode"""
     time_limit: float = 30.0
-    """seconds per episode"""
+    """seconds per episode (simulated seconds with sim_time)"""
     videos: int = 3
     """episodes per task saved as imagined|actual GIFs"""
     output: str = "outputs/eval"
@@ -53,7 +53,13 @@ class EvalConfig:
     guidance_scale: float = -1.0
     """classifier-free guidance (< 0: the checkpoint's)"""
     real_time_factor: float = 1.0
-    """simulated seconds per wall second"""
+    """simulated seconds per wall second (with sim_time: at most)"""
+    sim_time: bool = True
+    """simulated time: the sim publishes /clock and every node follows it (use_sim_time); the sim never skips
+    ahead when the machine is slow and in sync mode stands still while the policy thinks, so the same seeds give
+    the same episodes whatever the load (--no-sim-time: the wall clock, as on a real robot)"""
+    policy_latency: float = 0.0
+    """wall seconds added to every inference (e.g. the expert at a large model's latency)"""
     chunk_watchdog: float = 0.0
     """bridge: hold (sync: and request again) after this long without a chunk [s] (0: the params file's)"""
     state_watchdog: float = 0.0
@@ -92,6 +98,8 @@ class EvalConfig:
             )
         if not self.stream_rate_hz > 0:
             raise ValueError(f"stream_rate_hz must be > 0 Hz, got {self.stream_rate_hz}")
+        if self.policy_latency < 0:
+            raise ValueError(f"policy_latency must be >= 0 s, got {self.policy_latency}")
         for name in ("chunk_watchdog", "state_watchdog"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 s (0 = the params file's), got {getattr(self, name)}")

@@ -46,9 +46,13 @@ class EvalProbe(Node):
         self._chunks: list[tuple[float, ActionChunk]] = []
         """(monotonic arrival time [s], message) of every chunk since `clear`."""
         self._success = False
+        self._success_stamp: float | None = None
+        """The simulated arm's time [s] (newest ee_pose stamp) when success was first reported since `clear`."""
         self._grasped: set[str] = set()
         """Every object the sim reported between the fingers since `clear`."""
         self._pose: PoseStamped | None = None
+        self._pose_seen_at = time.monotonic()
+        """Wall time at which the newest ee_pose stamp first arrived (a simulated clock that stands still)."""
         self._recording: list[Subscription] = []
         self._camera = FrameTimeline()
         self._clips: list[ImaginedClip] = []
@@ -62,6 +66,8 @@ class EvalProbe(Node):
     def _on_success(self, msg: Bool) -> None:
         if msg.data:
             with self._lock:
+                if not self._success and self._pose is not None:
+                    self._success_stamp = time_to_ns(self._pose.header.stamp) / 1e9
                 self._success = True
 
     def _on_grasped(self, msg: String) -> None:
@@ -72,6 +78,8 @@ class EvalProbe(Node):
 
     def _on_pose(self, msg: PoseStamped) -> None:
         with self._lock:
+            if self._pose is None or time_to_ns(msg.header.stamp) != time_to_ns(self._pose.header.stamp):
+                self._pose_seen_at = time.monotonic()
             self._pose = msg
 
     def _on_image(self, msg: Image) -> None:
@@ -92,7 +100,7 @@ class EvalProbe(Node):
         """Forgets chunks, success and grasps seen so far (called when an episode starts)."""
         with self._lock:
             self._chunks.clear()
-            self._success = False
+            self._success, self._success_stamp = False, None
             self._grasped.clear()
 
     @property
@@ -113,6 +121,17 @@ class EvalProbe(Node):
     def last_chunk_time(self) -> float | None:
         with self._lock:
             return self._chunks[-1][0] if self._chunks else None
+
+    @property
+    def success_stamp(self) -> float | None:
+        with self._lock:
+            return self._success_stamp
+
+    def robot_time(self) -> tuple[float, float]:
+        """(stamp of the newest ee_pose [s] (0 before the first), wall seconds since that stamp last changed)."""
+        with self._lock:
+            stamp = time_to_ns(self._pose.header.stamp) / 1e9 if self._pose is not None else 0.0
+            return stamp, time.monotonic() - self._pose_seen_at
 
     def position(self) -> np.ndarray | None:
         """The newest end-effector position [m] in base_link, or None before the first ee_pose."""

@@ -23,7 +23,13 @@ imagination makes the policy decode video, so those episodes' inference times in
 
 With `--policy expert` the policy node asks the simulator's scripted expert, which reads the privileged
 `sim_arm/scene_state` (see `videovla_ros.policy_factory`); it measures the loop (nodes, bridge, timing)
-apart from learning.
+apart from learning. `--policy-latency` adds wall seconds to every inference (the expert with a slow model's timing).
+
+Time (`--sim-time`, the default): the simulated arm publishes /clock and every node runs with use_sim_time, so a
+loaded machine slows the simulation down instead of making it skip ahead, and in sync mode the simulation stands
+still while the policy thinks; `--time-limit` is then in simulated seconds, and the same seeds give the same
+episodes whatever the load. `--no-sim-time` runs against the wall clock (the policy's latency then costs the arm
+time, as on a real robot). The report gives the wall and the simulated seconds per episode.
 
 Seeds: task t's episode i uses seed `--seed + i`; the shipped demonstrations were recorded with seeds from
 1000 on, so the default seeds 0.. are placements the model has not seen.
@@ -73,6 +79,9 @@ from videovla_sim.tasks import sample_episode
 STATE_SETTLE = 0.3  # s after a reset before enabling, so the bridge holds the new scene's pose
 QUIET_MIN = 0.3  # s without chunks before a disabled system counts as quiet (no inference in flight)
 QUIET_MAX = 10.0
+# Wall seconds the simulated time may stand still (the sim waits at most 30 s for the policy) before the
+# evaluation gives up on the simulated arm.
+SIM_STALL_LIMIT = 60.0
 
 Progress = Callable[[str], None]
 
@@ -128,13 +137,13 @@ def run_episode(
         probe.start_recording()
     probe.clear()
     enable_bridge(probe)
-    started = time.monotonic()
+    started, (robot_started, _) = time.monotonic(), probe.robot_time()
     reported = 0
-    while not probe.success and time.monotonic() - started < config.time_limit:
+    while not probe.success and not _time_is_up(config, time.monotonic() - started, robot_started, probe):
         time.sleep(0.05)
         if progress is not None:
             reported = _report_chunks(probe, started, reported, progress)
-    seconds = time.monotonic() - started
+    seconds, sim_seconds = time.monotonic() - started, (probe.success_stamp or probe.robot_time()[0]) - robot_started
     success = probe.success
     idle_fraction = system.bridge.stream_stats().idle_fraction()
     probe.set_bridge(False)
@@ -162,7 +171,21 @@ def run_episode(
         video=video,
         named_object=named_object(instruction),
         grasped_objects=probe.grasped_objects,
+        sim_seconds=sim_seconds,
     )
+
+
+def _time_is_up(config: EvalConfig, wall_elapsed: float, robot_started: float, probe: EvalProbe) -> bool:
+    """Whether the episode has used its time limit: simulated seconds in simulated-time mode, else wall seconds.
+    Raises RuntimeError when the simulated time has stood still for SIM_STALL_LIMIT wall seconds."""
+    if not config.sim_time:
+        return wall_elapsed >= config.time_limit
+    robot_now, standing_still = probe.robot_time()
+    if standing_still > SIM_STALL_LIMIT:
+        raise RuntimeError(
+            f"the simulated arm's time stood still for {standing_still:.0f} s (wall); is sim_arm still running?"
+        )
+    return robot_now - robot_started >= config.time_limit
 
 
 def _execution_aligned(clip: ImaginedClip, chunks: dict[int, ActionChunk], mode: str) -> ImaginedClip:
@@ -209,9 +232,10 @@ def evaluate(config: EvalConfig, progress: Progress = print) -> tuple[list[Episo
                 wins = sum(r.success for r in results if r.task == task)
                 progress(
                     f"{task} seed {seed} ({instruction!r}): {'success' if result.success else 'failure'} in "
-                    f"{result.seconds:.1f} s, {result.chunks} chunks; {wins}/{index + 1} so far"
+                    f"{result.seconds:.1f} s ({result.sim_seconds:.1f} simulated), {result.chunks} chunks; "
+                    f"{wins}/{index + 1} so far"
                 )
-    summary = summarize(results, config.policy_label, config.mode)
+    summary = summarize(results, config.policy_label, config.mode, config.sim_time)
     report = write_report(output, summary, results)
     progress(format_summary(summary))
     progress(f"report: {report}")
@@ -254,7 +278,7 @@ def demo(config: EvalConfig, instruction: str, progress: Progress = print) -> Ep
         progress(f"done in {result.seconds:.1f} s ({result.chunks} chunks); success not judged: {problem}")
     else:
         progress(f"{'SUCCESS' if result.success else 'FAILURE'} in {result.seconds:.1f} s ({result.chunks} chunks)")
-    summary = summarize([result], config.policy_label, config.mode)
+    summary = summarize([result], config.policy_label, config.mode, config.sim_time)
     write_report(output, summary, [result])
     progress(
         f"mean inference {summary.mean_inference_time:.3f} s (with video decoding), {summary.seconds_per_chunk:.3f} "

@@ -83,6 +83,8 @@ class EpisodeResult:
     """Scene name of the object the instruction names, e.g. "red_cube" ("" when the sim cannot parse it)."""
     grasped_objects: tuple[str, ...] = ()
     """Objects the gripper held off the table at some point during the episode."""
+    sim_seconds: float = float("nan")
+    """`seconds` in the simulated arm's time (its ee_pose stamps: /clock in simulated-time mode) [s]."""
 
     @property
     def failure_kind(self) -> str | None:
@@ -122,6 +124,9 @@ class Summary:
     seconds_per_episode: float
     idle_fraction: float
     videos: tuple[str, ...] = field(default=())
+    sim_time: bool = False
+    """Whether the simulated arm kept the time (/clock, use_sim_time) rather than the wall clock."""
+    sim_seconds_per_episode: float = float("nan")
 
     def to_json(self) -> dict[str, object]:
         return json.loads(json.dumps(asdict(self)))
@@ -131,7 +136,7 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 
-def summarize(results: Sequence[EpisodeResult], checkpoint: str, mode: str) -> Summary:
+def summarize(results: Sequence[EpisodeResult], checkpoint: str, mode: str, sim_time: bool = False) -> Summary:
     """Per-task and overall success rates (Wilson 95% intervals) and the timing means over all episodes."""
     tasks = []
     for task in dict.fromkeys(r.task for r in results):
@@ -162,12 +167,15 @@ def summarize(results: Sequence[EpisodeResult], checkpoint: str, mode: str) -> S
         seconds_per_episode=_mean([r.seconds for r in results]),
         idle_fraction=_mean([r.idle_fraction for r in results]),
         videos=tuple(r.video for r in results if r.video),
+        sim_time=sim_time,
+        sim_seconds_per_episode=_mean([r.sim_seconds for r in results]),
     )
 
 
 def format_summary(summary: Summary) -> str:
     """The human-readable report (what `videovla-eval` prints at the end)."""
-    lines = [f"checkpoint {summary.checkpoint} (bridge mode {summary.mode})"]
+    clock = "simulated time" if summary.sim_time else "wall-clock time"
+    lines = [f"checkpoint {summary.checkpoint} (bridge mode {summary.mode}, {clock})"]
     for task in summary.tasks:
         low, high = task.ci95
         lines.append(
@@ -180,7 +188,8 @@ def format_summary(summary: Summary) -> str:
     lines += [
         f"  all: {summary.successes}/{summary.episodes} = {summary.success_rate:.1%} (95% CI {low:.1%}..{high:.1%})",
         f"  mean inference time {summary.mean_inference_time:.3f} s, {summary.seconds_per_chunk:.3f} s/chunk, "
-        f"{summary.seconds_per_episode:.1f} s/episode, arm idle fraction {summary.idle_fraction:.1%}",
+        f"{summary.seconds_per_episode:.1f} s/episode ({summary.sim_seconds_per_episode:.1f} simulated), arm idle "
+        f"fraction {summary.idle_fraction:.1%}",
     ]
     lines += [f"  video: {path}" for path in summary.videos]
     return "\n".join(lines)

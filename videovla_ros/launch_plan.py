@@ -3,7 +3,8 @@
 Both front ends resolve their arguments into `Choices` and take the parameter overrides of each node from here,
 so the two cannot drift apart. An empty choice keeps the params file's value, with one exception: with the
 simulated arm and no checkpoint named anywhere, the policy gets the shipped default model
-(checkpoints/videovla-sim-small, installed under share/videovla_ros).
+(checkpoints/videovla-sim-small, installed under share/videovla_ros). With `sim_time` the simulated arm publishes
+/clock and every node (policy, bridge, sim, recorder, RViz) runs with ROS's `use_sim_time`.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Choices:
 
     params_file: Path
     sim: bool = False
+    sim_time: bool = False
     execution_mode: str = ""
     backend: str = ""
     checkpoint: str = ""
@@ -88,6 +90,8 @@ class Choices:
             raise ValueError(
                 f"sim speaks {SIM_BACKEND}, so backend must be {SIM_BACKEND} or empty, got {self.backend!r}"
             )
+        if self.sim_time and not self.sim:
+            raise ValueError("sim_time needs sim (the simulated arm publishes /clock), got sim false")
         if not Path(self.params_file).is_file():
             raise ValueError(f"params_file must be an existing YAML file, got {str(self.params_file)!r}")
 
@@ -101,6 +105,15 @@ def policy_checkpoint(choices: Choices) -> str:
     return ""
 
 
+def sim_time_overrides(choices: Choices) -> dict[str, object]:
+    """ROS's own use_sim_time, for every node when the simulated arm keeps the time."""
+    return {"use_sim_time": True} if choices.sim_time else {}
+
+
+def sim_overrides(choices: Choices) -> dict[str, object]:
+    return {"sim_time": True, **sim_time_overrides(choices)} if choices.sim_time else {}
+
+
 def policy_overrides(choices: Choices) -> dict[str, object]:
     overrides: dict[str, object] = {
         "camera_topic": choices.camera_topic,
@@ -109,7 +122,7 @@ def policy_overrides(choices: Choices) -> dict[str, object]:
         "dtype": choices.dtype,
         "execution_mode": choices.execution_mode,
     }
-    return {name: value for name, value in overrides.items() if value}
+    return {**{name: value for name, value in overrides.items() if value}, **sim_time_overrides(choices)}
 
 
 def bridge_overrides(choices: Choices) -> dict[str, object]:
@@ -119,11 +132,11 @@ def bridge_overrides(choices: Choices) -> dict[str, object]:
         overrides["backend"] = backend
     if choices.execution_mode:
         overrides["execution_mode"] = choices.execution_mode
-    return overrides
+    return {**overrides, **sim_time_overrides(choices)}
 
 
 def recorder_overrides(choices: Choices) -> dict[str, object]:
-    return {"dataset": choices.dataset} if choices.dataset else {}
+    return {**({"dataset": choices.dataset} if choices.dataset else {}), **sim_time_overrides(choices)}
 
 
 def params_files(choices: Choices) -> list[Path]:

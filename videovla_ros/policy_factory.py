@@ -8,6 +8,9 @@
                 to the node's namespace), which only the simulated arm publishes. A learned policy never gets
                 that subscription or that state.
 
+With `added_latency` > 0 the policy is wrapped in `videovla_model.policy_wrappers.SlowedPolicy`, which answers
+that much later (the expert with a large model's timing).
+
 A factory is any callable `(parameters, node) -> Policy`; `PolicyNode(policy_factory=...)` takes one (tests wrap
 `make_policy` to record calls). A policy with a `close()` method is closed when the node releases it.
 """
@@ -24,6 +27,7 @@ from std_msgs.msg import String
 
 from videovla_model.contract import Policy
 from videovla_model.policy import load_policy  # torch-free until a checkpoint is loaded
+from videovla_model.policy_wrappers import SlowedPolicy
 from videovla_ros import qos
 from videovla_sim.expert_policy import ExpertPolicy
 from videovla_sim.scene_state import SceneState
@@ -38,7 +42,13 @@ PolicyFactory = Callable[["PolicyNodeParameters", Node], Policy]
 
 
 def make_policy(params: PolicyNodeParameters, node: Node) -> Policy:
-    """The policy `params.policy` names (see the module docstring); raises ValueError for an unknown one."""
+    """The policy `params.policy` names (see the module docstring), slowed by `params.added_latency`."""
+    policy = _make_source(params, node)
+    return SlowedPolicy(policy, params.added_latency) if params.added_latency > 0 else policy
+
+
+def _make_source(params: PolicyNodeParameters, node: Node) -> Policy:
+    """The policy `params.policy` names; raises ValueError for an unknown one."""
     if params.policy == "checkpoint":
         return load_policy(
             params.checkpoint,

@@ -30,6 +30,9 @@ class PolicyNodeParameters:
     num_inference_steps: int = parameter(0, "denoising steps; 0 = checkpoint default", low=0)
     guidance_scale: float = parameter(-1.0, "classifier-free guidance; < 0 = default")
     seed: int = parameter(0, "seed of the initial diffusion noise")
+    added_latency: float = parameter(
+        0.0, "wall time added to every inference, e.g. the expert at a large model's latency [s]", low=0.0
+    )
     embodiment_id: int = parameter(0, "robot id the policy is conditioned on", low=0)
     image_transport: str = parameter("raw", "Image (raw) or CompressedImage (compressed)", choices=IMAGE_TRANSPORTS)
     camera_topic: str = parameter("image_raw", "camera topic (relative name)", non_empty=True)

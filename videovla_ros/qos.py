@@ -61,3 +61,11 @@ SAFETY = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,
 )
+
+# Simulated time (/clock): best effort, only the newest, as ROS's own clock subscribers (rclpy TimeSource) expect.
+CLOCK = QoSProfile(
+    depth=1,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)

@@ -1,7 +1,8 @@
 """`SimulatedSystem`: the nodes of one evaluation and the simulated arm's child process, started and stopped.
 
 The policy node, the arm bridge and the evaluator share this process and one executor spun by a background
-thread; the simulated arm runs in a process of its own (see `start_task`).
+thread; the simulated arm runs in a process of its own (see `start_task`). With `sim_time` the simulated arm
+publishes /clock and every node runs with use_sim_time.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class SimulatedSystem:
         ros_args = ["--params-file", params_file, "--params-file", str(sim_params_file())]
         rclpy.init(args=["videovla-eval", "--ros-args", *ros_args], context=self.context)
         common = {"namespace": config.namespace, "context": self.context}
+        clock = [Parameter("use_sim_time", value=config.sim_time)]
         self.executor = make_executor(EXECUTOR_THREADS + 4, context=self.context)
         self.nodes: list[Node] = []
         self.sim: subprocess.Popen[bytes] | None = None
@@ -51,7 +53,7 @@ class SimulatedSystem:
         try:
             self.policy = PolicyNode(**common, parameter_overrides=self._policy_parameters())
             self.bridge = ArmBridgeNode(**common, parameter_overrides=self._bridge_parameters())
-            self.probe = EvalProbe(**common)
+            self.probe = EvalProbe(**common, parameter_overrides=clock)
             self.nodes = [self.policy, self.bridge, self.probe]
             for node in self.nodes:
                 self.executor.add_node(node)
@@ -77,6 +79,8 @@ class SimulatedSystem:
             Parameter("guidance_scale", value=c.guidance_scale),
             Parameter("publish_imagination", value="auto"),
             Parameter("imagination_every", value=c.imagination_every),
+            Parameter("added_latency", value=float(c.policy_latency)),
+            Parameter("use_sim_time", value=c.sim_time),
         ]
 
     def _bridge_parameters(self) -> list[Parameter]:
@@ -90,6 +94,7 @@ class SimulatedSystem:
             # same Python process as the physics thread and the policy starves both (measured: the simulated arm
             # ran at 0.2x real time), so the evaluation streams at a rate the shared interpreter sustains.
             Parameter("stream_rate_hz", value=self.config.stream_rate_hz),
+            Parameter("use_sim_time", value=self.config.sim_time),
         ]
         for name in ("chunk_watchdog", "state_watchdog"):
             if getattr(self.config, name) > 0:
@@ -114,8 +119,12 @@ class SimulatedSystem:
             ("image_height", c.image_size),
             ("image_width", c.image_size),
             ("real_time_factor", float(c.real_time_factor)),
+            # Success is looked at every 50 simulated ms, so episode times are resolved that finely.
+            ("success_rate_hz", 20.0),
+            ("sim_time", c.sim_time),
+            ("use_sim_time", c.sim_time),
         ):
-            command += ["-p", f"{name}:={value}"]
+            command += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
         self.sim = subprocess.Popen(command, env=dict(os.environ))
 
     def _remove_sim(self) -> None:
