@@ -13,6 +13,7 @@ Every rung trains on the same demonstrations and is scored on the same held-out 
     dit-pixels       rung 2 with a learned pixel stem instead of the VAE latent
     dit-t0           rung 2 at timestep 0 instead of 999 (the timestep embedding of the clean end)
     diffusion        rung 3: rung 2 with diffusion on the actions only (10 sampling steps, guidance 1)
+    diffusion-words-pos  rung 3 on dit-words-pos
     videovla         rung 4: `videovla-train` (the joint video + action model, the shipped design)
     videovla-actions rung 4's ablation: `videovla-train --no-video-loss`
 
@@ -58,6 +59,7 @@ IN_PROCESS = (
     "dit-pixels",
     "dit-t0",
     "diffusion",
+    "diffusion-words-pos",
 )
 VIDEOVLA_TRAIN = {"videovla": True, "videovla-actions": False}  # rung -> video loss
 RUNGS = IN_PROCESS + tuple(VIDEOVLA_TRAIN)
@@ -123,8 +125,10 @@ def build(rung: str, model: VideoVLAModel, vocabulary: WordVocabulary) -> nn.Mod
     c = model.config
     if rung.startswith("cnn"):
         return FilmCNN(vocabulary, c.chunk_rows, c.action_dims, c.image_size[0], use_text=rung == "cnn")
-    if rung == "diffusion":
-        return DiTDiffusion(model, vocabulary)
+    if rung.startswith("diffusion"):
+        return DiTDiffusion(
+            model, vocabulary, text="words" if "-words" in rung else "t5", absolute_positions="-pos" in rung
+        )
     return DiTRegressor(
         model,
         vocabulary,

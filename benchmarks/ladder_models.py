@@ -193,8 +193,15 @@ class DiTRegressor(nn.Module):
 class DiTDiffusion(DiTRegressor):
     """Rung 3 (see the module docstring); `forward` samples with `steps` scheduler steps, guidance 1."""
 
-    def __init__(self, frozen: VideoVLAModel, vocabulary: WordVocabulary, steps: int = 10) -> None:
-        super().__init__(frozen, vocabulary)
+    def __init__(
+        self,
+        frozen: VideoVLAModel,
+        vocabulary: WordVocabulary,
+        steps: int = 10,
+        text: str = "t5",
+        absolute_positions: bool = False,
+    ) -> None:
+        super().__init__(frozen, vocabulary, text=text, absolute_positions=absolute_positions)
         self.steps = steps
 
     def loss(

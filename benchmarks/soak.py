@@ -46,8 +46,8 @@ from std_srvs.srv import SetBool
 
 from videovla_msgs.msg import ActionChunk
 from videovla_ros import qos
-from videovla_ros.bringup import default_params_file, sim_params_file
 from videovla_ros.execution_mode import EXECUTION_MODES
+from videovla_ros.launch_plan import default_params_file, sim_params_file
 
 NAMESPACE = "/soak"
 INSTRUCTION = "pick up the red cube"

@@ -15,7 +15,7 @@ Arguments (an empty value keeps the value from the params file):
     execution_mode   sync (the policy infers once per bridge request) | async (back-to-back inference) | rtc
                      (async execution, one inference per bridge request carrying the committed motion); set on
                      both the policy and the bridge
-    dry_run          true: the bridge computes targets but commands nothing
+    dry_run          true: the bridge computes targets but commands nothing; false: it commands the arm
     sim              true: start the simulated arm instead of expecting rm_driver (the bridge streams poses to it,
                      clamped to its workspace from config/sim.yaml)
     sim_time         true (with sim): simulated time, as Gazebo runs: the simulated arm publishes /clock, never
@@ -69,7 +69,7 @@ ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("dtype", "", "policy dtype: auto | float32 | bfloat16 | float16 (empty: from the params file)"),
     ("backend", "", f"arm bridge backend, one of {', '.join(BACKENDS)} (empty: from the params file)"),
     ("execution_mode", "", "sync | async | rtc, for the policy and the bridge (empty: from the params file)"),
-    ("dry_run", "false", "the bridge computes targets but commands nothing"),
+    ("dry_run", "", "true: the bridge computes targets but commands nothing (empty: from the params file)"),
     ("sim", "false", "start the simulated arm instead of expecting rm_driver"),
     ("sim_time", "false", "with sim: the simulated arm publishes /clock and every node uses it (use_sim_time)"),
     ("rviz", "false", "start RViz with config/videovla.rviz"),
@@ -86,6 +86,11 @@ def _flag(context: LaunchContext, name: str) -> bool:
     return value == "true"
 
 
+def _optional_flag(context: LaunchContext, name: str) -> bool | None:
+    """None when the argument is empty (the params file decides)."""
+    return _flag(context, name) if LaunchConfiguration(name).perform(context).strip() else None
+
+
 def _choices(context: LaunchContext) -> Choices:
     text = {name: LaunchConfiguration(name).perform(context).strip() for name, _, _ in ARGUMENTS}
     try:
@@ -99,7 +104,7 @@ def _choices(context: LaunchContext) -> Choices:
             camera_topic=text["camera_topic"],
             device=text["device"],
             dtype=text["dtype"],
-            dry_run=_flag(context, "dry_run"),
+            dry_run=_optional_flag(context, "dry_run"),
             record=_flag(context, "record"),
             dataset=text["dataset"],
         )

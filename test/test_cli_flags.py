@@ -230,6 +230,10 @@ def test_bringup_flags_keep_their_names_and_forms(capsys):
     )
     assert config.sim and config.sim_time and not config.bridge and config.autostart
     assert (config.execution_mode, config.namespace) == ("rtc", "arm1")
+    # dry_run: unset leaves the params file's value; --dry-run and --dry-run false override it.
+    assert config.dry_run is None and config.launch_choices().dry_run is None
+    assert parse(BringupConfig, ["--dry-run"], prog="bringup").dry_run is True
+    assert parse(BringupConfig, ["--dry-run", "false"], prog="bringup").dry_run is False
     with pytest.raises(SystemExit) as exit_info:
         parse(BringupConfig, ["--execution-mode", "fast"], prog="bringup")
     assert exit_info.value.code == 2

@@ -65,6 +65,15 @@ def test_sim_gives_the_bridge_the_pose_stream_backend_and_the_sim_workspace():
     assert params_files(choices) == [default_params_file(), sim_params_file()]
 
 
+def test_dry_run_is_the_params_files_unless_chosen(tmp_path):
+    dry = tmp_path / "dry.yaml"
+    dry.write_text("/**/arm_bridge:\n  ros__parameters: {dry_run: true}\n")
+    # No choice: no override, so a params file's dry_run: true is never overruled by a front end's default.
+    assert "dry_run" not in bridge_overrides(Choices(params_file=dry))
+    assert bridge_overrides(Choices(params_file=dry, dry_run=False)) == {"dry_run": False}
+    assert bridge_overrides(Choices(params_file=dry, dry_run=True)) == {"dry_run": True}
+
+
 def test_sim_time_puts_every_node_on_the_simulated_clock():
     choices = Choices(params_file=default_params_file(), sim=True, sim_time=True)
     assert sim_overrides(choices) == {"sim_time": True, "use_sim_time": True}
@@ -82,7 +91,7 @@ def test_sim_time_puts_every_node_on_the_simulated_clock():
             {"execution_mode": "request"},
             "execution_mode must be one of ['sync', 'async', 'rtc'] or empty, got 'request'",
         ),
-        ({"backend": "ur"}, "backend must be one of ['realman', 'servo', 'moveit_py', 'pose_stream'] or empty"),
+        ({"backend": "ur"}, "backend must be one of ['pose_stream', 'realman', 'servo', 'moveit_py'] or empty"),
         ({"sim": True, "backend": "realman"}, "sim speaks pose_stream, so backend must be pose_stream or empty"),
         ({"sim_time": True}, "sim_time needs sim (the simulated arm publishes /clock), got sim false"),
         ({"params_file": Path("/no/such.yaml")}, "params_file must be an existing YAML file, got '/no/such.yaml'"),

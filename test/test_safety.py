@@ -22,6 +22,7 @@ from videovla_ros.safety import (
     gripper_command,
     in_workspace,
     limit_speed,
+    stream_command,
 )
 from videovla_ros.trajectory import Pose, rotation_angle
 
@@ -113,6 +114,19 @@ def test_speed_limit_bounds_linear_and_angular_motion():
     assert limit_speed(start, near, dt=0.01, limits=LIMITS) == (near, None)
     held, reason = limit_speed(start, far, dt=0.0, limits=LIMITS)
     assert held is start and "non-positive time step" in reason
+
+
+def test_stream_command_limits_reports_and_flags_a_standing_arm():
+    start = Pose.make((0.0, 0.0, 0.3))
+    assert stream_command(None, start, dt=0.0, limits=LIMITS) == (start, None, False)  # the first command
+    assert stream_command(start, start, dt=0.01, limits=LIMITS) == (start, None, True)  # a held pose
+    same_place = Pose.make((0.0, 0.0, 0.3))  # another object, the same pose: still idle
+    assert stream_command(start, same_place, dt=0.01, limits=LIMITS) == (same_place, None, True)
+    near = Pose.make((0.001, 0.0, 0.3))
+    assert stream_command(start, near, dt=0.01, limits=LIMITS) == (near, None, False)
+    limited, reason, idle = stream_command(start, Pose.make((0.1, 0.0, 0.3)), dt=0.01, limits=LIMITS)
+    np.testing.assert_allclose(limited.position, [0.002, 0.0, 0.3])
+    assert "linear speed 10 m/s > max_linear_speed 0.2 m/s" in reason and not idle
 
 
 def test_gripper_is_thresholded_and_out_of_range_values_reported():

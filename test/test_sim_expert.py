@@ -15,6 +15,7 @@ from videovla_sim.controller import quaternion_distance
 from videovla_sim.env import EnvConfig, TabletopEnv
 from videovla_sim.expert import ExpertConfig
 from videovla_sim.scene import SceneConfig
+from videovla_sim.tasks import InstructionError, ObjectRef, sample_episode, with_target
 
 RATE_HZ = 10.0
 
@@ -45,6 +46,35 @@ def test_grasped_objects_names_only_what_the_fingers_hold_off_the_table(env):
     result = collect.record_episode(env, "pick", 0, render=False)
     assert result.success
     assert env.grasped_objects() == (result.setup.spec(result.setup.task.target).name,)
+
+
+def test_each_object_of_a_pick_layout_can_be_named_and_the_expert_picks_that_one(env):
+    own = sample_episode("pick", 7)
+    targets = collect.episode_targets("pick", 7, env, name_each_object=True)
+    assert [t.name for t in targets] == [spec.name for spec in own.objects]
+    assert collect.episode_targets("pick", 7, env, name_each_object=False) == [None]
+    other = targets[-1]
+    assert other != own.task.target
+    result = collect.record_episode(env, "pick", 7, render=False, target=other)
+    assert result.setup.objects == own.objects  # the same scene ...
+    assert result.setup.instruction == f"pick up the {other.words}"  # ... under another instruction
+    assert result.success
+    assert env.grasped_objects() == (other.name,)
+
+
+def test_naming_another_object_is_refused_where_it_cannot_be_done():
+    with pytest.raises(InstructionError, match="only pick"):
+        with_target(sample_episode("place", 1), ObjectRef("red", "cube"))
+    setup = sample_episode("pick", 1)
+    absent = next(
+        ObjectRef(c, "cube")
+        for c in ("red", "green", "blue", "yellow", "purple")
+        if f"{c}_cube" not in {spec.name for spec in setup.objects}
+    )
+    with pytest.raises(InstructionError, match=f"no {absent.words}"):
+        with_target(setup, absent)
+    with pytest.raises(ValueError, match="name_each_object needs tasks pick only"):
+        collect.CollectConfig(output="x", tasks=("pick", "place"), name_each_object=True)
 
 
 @pytest.mark.parametrize("family", ["place", "stack"])

@@ -54,6 +54,31 @@ def test_deltas_accumulate_per_step_in_the_base_frame():
     np.testing.assert_allclose(targets[2].rotation @ [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("position", "quaternion"),
+    [
+        ((0.3, 0.0, 0.4), (1.0, 0.0, 0.0, 0.0)),
+        ((-0.1, 0.2, 0.05), (0.2, -0.4, 0.1, 0.9)),  # not unit length: normalised
+        ((0.0, 0.0, 0.0), (-0.5, 0.5, -0.5, 0.5)),  # w < 0: flipped to w >= 0
+        ((1.0, 2.0, 3.0), (0.0, 0.0, -2.0, 0.0)),  # w == 0
+    ],
+)
+def test_pose_from_floats_is_make_for_plain_numbers(position, quaternion):
+    fast, reference = Pose.from_floats(*position, *quaternion), Pose.make(position, quaternion)
+    np.testing.assert_allclose(fast.position, reference.position, rtol=0, atol=0)
+    np.testing.assert_allclose(fast.quaternion, reference.quaternion, rtol=1e-15, atol=1e-16)
+    assert fast.position.dtype == fast.quaternion.dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    "values",
+    [(math.nan, 0, 0, 1, 0, 0, 0), (0, 0, math.inf, 1, 0, 0, 0), (0, 0, 0, 0, 0, 0, 0), (0, 0, 0, math.nan, 0, 0, 0)],
+)
+def test_pose_from_floats_refuses_what_make_refuses(values):
+    with pytest.raises(ValueError, match="pose must be finite with a non-zero quaternion"):
+        Pose.from_floats(*values)
+
+
 def test_row_i_is_due_one_step_after_its_state():
     np.testing.assert_array_equal(row_due_times_ns(5 * S, 0.1, 3), [5_100_000_000, 5_200_000_000, 5_300_000_000])
     np.testing.assert_array_equal(row_due_times_ns(5 * S, 0.1, 2, offset=1.2), [6_300_000_000, 6_400_000_000])

@@ -7,11 +7,10 @@ Subscribes:
   estop (std_msgs/Bool, SAFETY)                             data=true stops and latches until released + re-enabled
   robot state, by backend: ee_pose (PoseStamped) or <realman.prefix>/udp_arm_position (Pose)  (ROBOT_STATE)
 Publishes:
-  ~/target_pose (geometry_msgs/PoseStamped, COMMAND)       every streamed target (also in dry run), for RViz
-  chunk_request (std_msgs/Header, COMMAND)                 sync mode: once when enabled (stamp: then), and when
-                                                           a chunk is admitted, stamped when its execute_rows
-                                                           rows end: the next chunk starts from a frame
-                                                           captured then
+        # The same clock as the motion's samples, so the allowed step matches the time the motion advanced.
+        elapsed_ns = now_ns - (self._last_sample_ns if self._last_sample_ns is not None else now_ns)
+        dt = min(elapsed_ns, MAX_TICK_PERIODS * self._period_ns) / NANOSECONDS_PER_SECOND
+        command, reason, idle = stream_command(self._last_command, target, dt, self.config.limits)
   rtc_chunk_request (videovla_msgs/ChunkRequest, COMMAND)  rtc mode: when enabled, after each admitted
                                                            or rejected chunk and on the chunk watchdog; carries
                                                            the committed motion (videovla_ros.realtime_chunking)
@@ -78,7 +77,7 @@ from videovla_ros.safety import (
     EnableStateMachine,
     Watchdog,
     enable_preconditions,
-    limit_speed,
+    stream_command,
 )
 from videovla_ros.trajectory import (
     DELTA_DIMS,
@@ -89,7 +88,6 @@ from videovla_ros.trajectory import (
     Pose,
     PoseHistory,
     StreamStats,
-    rotation_angle,
     settle,
 )
 
@@ -293,23 +291,19 @@ class ArmBridgeNode(Node):
             return
         self._motion = settle(self._motion, now_ns)
         target = self._motion.sample(now_ns)
-        command, reason = target, None
-        if self._last_command is not None and self._last_sample_ns is not None:
-            # The same clock as the motion's samples, so the allowed step matches the time the motion advanced.
-            dt = min(now_ns - self._last_sample_ns, MAX_TICK_PERIODS * self._period_ns) / NANOSECONDS_PER_SECOND
-            command, reason = limit_speed(self._last_command, target, dt, self.config.limits)
+        # The same clock as the motion's samples, so the allowed step matches the time the motion advanced.
+        elapsed_ns = now_ns - (self._last_sample_ns if self._last_sample_ns is not None else now_ns)
+        dt = min(elapsed_ns, MAX_TICK_PERIODS * self._period_ns) / NANOSECONDS_PER_SECOND
+        command, reason, idle = stream_command(self._last_command, target, dt, self.config.limits)
         if reason is not None:
             self._book.count("stream_speed_limited")
             self.get_logger().warning(f"speed limit: {reason}", throttle_duration_sec=1.0)
-        idle = self._last_command is not None and (
-            float(np.linalg.norm(command.position - self._last_command.position)) < 1e-7
-            and rotation_angle(command.quaternion, self._last_command.quaternion) < 1e-6
-        )
         self._stats.record(tick_ns, idle)
         self._last_command, self._last_sample_ns = command, now_ns
 
         frame_id = self.config.backend_params.frame_id
-        self._target_pub.publish(pose_stamped(command, now_ns, frame_id))
+        if self._target_pub.get_subscription_count() > 0:  # nobody listening: no message to build and send
+            self._target_pub.publish(pose_stamped(command, now_ns, frame_id))
         gripper = self._motion.gripper(now_ns)
         gripper_changed = gripper is not None and gripper != self._last_gripper
         if self.config.dry_run:

@@ -28,10 +28,10 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 
-from videovla_model.cli import choices, parse
+from videovla_model.cli import choices, optional_flag, parse
+from videovla_ros.backend_names import BACKENDS
 from videovla_ros.execution_mode import EXECUTION_MODES
 from videovla_ros.launch_plan import (
-    BACKENDS,
     Choices,
     bridge_overrides,
     default_params_file,
@@ -65,8 +65,8 @@ class BringupConfig:
     skips ahead and waits while the policy thinks (sync mode)"""
     bridge: bool = True
     """start the arm bridge (--no-bridge: the policy node alone)"""
-    dry_run: bool = False
-    """the bridge computes targets but commands nothing"""
+    dry_run: Annotated[bool | None, optional_flag()] = None
+    """the bridge computes targets but commands nothing (--dry-run false: it commands; none: the YAML's)"""
     autostart: bool = False
     """configure and activate the policy node"""
     record: bool = False

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import yaml
 
+from videovla_ros.backend_names import BACKENDS, SIM_BACKEND
 from videovla_ros.execution_mode import EXECUTION_MODES
 
 PACKAGE = "videovla_ros"
 POLICY_NODE = "videovla_policy"
-BACKENDS: tuple[str, ...] = ("realman", "servo", "moveit_py", "pose_stream")
-SIM_BACKEND = "pose_stream"
 DEFAULT_SIM_CHECKPOINT = "checkpoints/videovla-sim-small"
 
 
@@ -76,7 +75,7 @@ class Choices:
     camera_topic: str = ""
     device: str = ""
     dtype: str = ""
-    dry_run: bool = False
+    dry_run: bool | None = None  # None: the params file's (a launch default must not overrule a file's true)
     record: bool = False
     dataset: str = ""
 
@@ -127,7 +126,7 @@ def policy_overrides(choices: Choices) -> dict[str, object]:
 
 
 def bridge_overrides(choices: Choices) -> dict[str, object]:
-    overrides: dict[str, object] = {"dry_run": choices.dry_run}
+    overrides: dict[str, object] = {} if choices.dry_run is None else {"dry_run": choices.dry_run}
     backend = SIM_BACKEND if choices.sim else choices.backend
     if backend:
         overrides["backend"] = backend

@@ -182,6 +182,24 @@ def limit_speed(previous: Pose, target: Pose, dt: float, limits: SafetyLimits) -
     return Pose.make(position, quaternion), "; ".join(reasons)
 
 
+def stream_command(
+    previous: Pose | None, target: Pose, dt: float, limits: SafetyLimits
+) -> tuple[Pose, str | None, bool]:
+    """The command to stream for `target` after `previous` (None: the first command): speed-limited over dt [s],
+    the reason when it was limited, and whether it stands still (idle). A held pose (the same object again) is
+    answered without arithmetic: a held arm is streamed to 100 times a second."""
+    if previous is None:
+        return target, None, False
+    if target is previous:
+        return target, None, True
+    command, reason = limit_speed(previous, target, dt, limits)
+    idle = (
+        float(np.linalg.norm(command.position - previous.position)) < 1e-7
+        and rotation_angle(command.quaternion, previous.quaternion) < 1e-6
+    )
+    return command, reason, idle
+
+
 def gripper_command(value: float, limits: SafetyLimits) -> tuple[float, str | None]:
     """Binary gripper command (0 closed, 1 open) from a policy value; out-of-range values are reported."""
     reason = None
@@ -189,6 +207,10 @@ def gripper_command(value: float, limits: SafetyLimits) -> tuple[float, str | No
         reason = f"gripper value {value:.4f} outside [0, 1]; clipped"
         value = min(1.0, max(0.0, value))
     return (1.0 if value >= limits.gripper_threshold else 0.0), reason
+
+
+# Checked on every stream tick: one shared (immutable) answer instead of a new one 100 times a second.
+_HEARD = Decision.allow()
 
 
 class Watchdog:
@@ -227,10 +249,10 @@ class Watchdog:
     def check(self, now_ns: int) -> Decision:
         """Denies exactly once per silence (the edge); allows otherwise, including while already tripped."""
         if self._last_ns is None or self._tripped:
-            return Decision.allow()
+            return _HEARD
         silence = now_ns - self._last_ns
         if silence <= self._timeout_ns:
-            return Decision.allow()
+            return _HEARD
         self._tripped = True
         self.silences += 1
         shown, limit = exceeding(silence / NANOSECONDS_PER_SECOND, self._timeout_ns / NANOSECONDS_PER_SECOND)

@@ -61,6 +61,18 @@ class Pose:
         return cls(position=p, quaternion=-q if q[0] < 0 else q)
 
     @classmethod
+    def from_floats(cls, x: float, y: float, z: float, qw: float, qx: float, qy: float, qz: float) -> Pose:
+        """`make` for seven plain numbers (a pose message's fields), with the same checks and normalisation but
+        without array arithmetic: robot state arrives at 100-200 Hz, and numpy's per-call overhead was most of
+        the arm bridge's CPU for each state message (`benchmarks/bridge_idle_cpu.py`)."""
+        norm = math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+        if not (math.isfinite(norm) and norm > 1e-9 and math.isfinite(x) and math.isfinite(y) and math.isfinite(z)):
+            return cls.make((x, y, z), (qw, qx, qy, qz))  # raises the one error message
+        sign = 1.0 if qw >= 0 else -1.0
+        quaternion = (sign * (qw / norm), sign * (qx / norm), sign * (qy / norm), sign * (qz / norm))
+        return cls(position=np.array((x, y, z), dtype=np.float64), quaternion=np.array(quaternion, dtype=np.float64))
+
+    @classmethod
     def from_matrix(cls, position: Sequence[float], rotation: np.ndarray) -> Pose:
         """rotation: (3, 3) rotation matrix."""
         return cls.make(position, mat2quat(rotation))

@@ -36,7 +36,7 @@ from videovla_sim.controller import TargetRejectedError
 from videovla_sim.env import EnvConfig, TabletopEnv
 from videovla_sim.expert import ExpertConfig, ScriptedExpert
 from videovla_sim.scene import SceneConfig
-from videovla_sim.tasks import TASK_FAMILIES, EpisodeSetup, InstructionError
+from videovla_sim.tasks import TASK_FAMILIES, EpisodeSetup, InstructionError, ObjectRef, sample_episode
 
 # Phases in which the expert corrects a sideways push on its next step; later phases hold or lift in place.
 NOISY_PHASES = ("approach", "descend")
@@ -105,15 +105,17 @@ def record_episode(
     expert_config: ExpertConfig | None = None,
     render: bool = True,
     position_noise: float = 0.0,
+    target: ObjectRef | None = None,
 ) -> Recording:
     """Resets `env` to (task, seed) and lets the expert play it to the end (or `max_seconds`).
 
     position_noise: standard deviation [m] of the sideways noise added to each executed target while the
     expert approaches and descends (see the module docstring); 0 records the expert's own path.
+    target: for pick, the object of the seeded layout to name and pick instead of the seed's own.
     """
     check_position_noise(position_noise)
     started = time.perf_counter()
-    setup = env.reset(task, seed)
+    setup = env.reset(task, seed, target)
     time_step = 1.0 / action_rate_hz
     controller = env.controller
     expert = ScriptedExpert(
@@ -201,8 +203,12 @@ class CollectConfig:
     """also store failed episodes (success=false)"""
     embodiment_id: int = 0
     """embodiment id stored with every episode"""
+    name_each_object: bool = False
+    """pick: record each seeded layout once per object in it, naming each in turn (same scene, other chunks)"""
 
     def __post_init__(self) -> None:
+        if self.name_each_object and set(self.tasks) != {"pick"}:
+            raise ValueError(f"name_each_object needs tasks pick only, got {list(self.tasks)}")
         if len(self.image_size) not in (1, 2):
             raise ValueError(f"image_size takes SIZE or HEIGHT WIDTH, got {list(self.image_size)}")
         if self.episodes < 1:
@@ -216,6 +222,14 @@ class CollectConfig:
         """(height, width) [px]."""
         height, width = (self.image_size * 2)[:2]
         return height, width
+
+
+def episode_targets(task: str, seed: int, env: TabletopEnv, name_each_object: bool) -> list[ObjectRef | None]:
+    """What each recording of (task, seed) names: the seed's own target, or every object of its layout."""
+    if not name_each_object:
+        return [None]
+    setup = sample_episode(task, seed, env.config.placement)
+    return [ObjectRef(spec.colour, spec.kind) for spec in setup.objects]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,7 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for task in config.tasks:
             successes, steps, seconds = 0, [], 0.0
-            for seed in range(config.seed, config.seed + config.episodes):
+            runs = [
+                (seed, target)
+                for seed in range(config.seed, config.seed + config.episodes)
+                for target in episode_targets(task, seed, env, config.name_each_object)
+            ]
+            for seed, target in runs:
                 try:
                     recording = record_episode(
                         env,
@@ -247,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         action_rate_hz=config.action_rate,
                         max_seconds=config.max_seconds,
                         position_noise=config.position_noise,
+                        target=target,
                     )
                 except InstructionError as error:  # an unknown task: no other seed would work either
                     print(f"videovla-collect: task {task!r}: {error}", file=sys.stderr)
@@ -270,8 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
             mean_steps = float(np.mean(steps)) if steps else 0.0
             print(
-                f"{task}: {successes}/{config.episodes} successful, mean length {mean_steps:.1f} steps, "
-                f"{seconds / config.episodes:.2f} s per episode"
+                f"{task}: {successes}/{len(runs)} successful, mean length {mean_steps:.1f} steps, "
+                f"{seconds / len(runs):.2f} s per episode"
             )
             if successes == 0:
                 exit_code = 1

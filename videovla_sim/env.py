@@ -12,7 +12,15 @@ import numpy as np
 
 from videovla_sim.controller import ArmController, ControllerConfig
 from videovla_sim.scene import Scene, SceneConfig
-from videovla_sim.tasks import EpisodeSetup, PlacementConfig, check_success, grasped_objects, sample_episode
+from videovla_sim.tasks import (
+    EpisodeSetup,
+    ObjectRef,
+    PlacementConfig,
+    check_success,
+    grasped_objects,
+    sample_episode,
+    with_target,
+)
 
 
 @dataclass(frozen=True)
@@ -52,13 +60,16 @@ class TabletopEnv:
             raise RuntimeError("TabletopEnv.reset(task, seed) must be called before asking for the episode")
         return self._setup
 
-    def reset(self, task: str, seed: int) -> EpisodeSetup:
+    def reset(self, task: str, seed: int, target: ObjectRef | None = None) -> EpisodeSetup:
         """Starts an episode: objects placed from (task, seed), arm at home holding, gripper open.
 
         task: a family name ("pick", "place", "stack") or a full instruction ("pick up the red cube").
+        target: for pick, name this object of the seeded layout instead of the seed's own (`tasks.with_target`).
         Raises tasks.InstructionError for a task it does not know; the previous episode then stays.
         """
         setup = sample_episode(task, seed, self.config.placement)
+        if target is not None:
+            setup = with_target(setup, target)
         self.close()
         self._scene = Scene(setup.objects, self.config.scene)
         self._controller = ArmController(self._scene, self.config.controller)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -171,6 +171,18 @@ def _random_task(family: str, rng: np.random.Generator) -> TaskSpec:
     other = [c for c in colours if c != target.colour]
     # A cube underneath gives the flattest, widest top to stack on.
     return TaskSpec(family, target, ObjectRef(str(rng.choice(other)), "cube"))
+
+
+def with_target(setup: EpisodeSetup, target: ObjectRef) -> EpisodeSetup:
+    """The same pick layout with another of its objects named: only the instruction changes, not the scene.
+
+    Raises InstructionError for a task other than pick, or an object the scene does not hold.
+    """
+    if setup.task.family != "pick":
+        raise InstructionError(f"only pick episodes can name another object, got a {setup.task.family} episode")
+    if target.name not in {spec.name for spec in setup.objects}:
+        raise InstructionError(f"the scene holds no {target.words}: {[spec.name for spec in setup.objects]}")
+    return replace(setup, task=TaskSpec("pick", target))
 
 
 def sample_episode(task: str, seed: int, config: PlacementConfig | None = None) -> EpisodeSetup:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from rclpy.node import Node
 
+from videovla_ros.backend_names import BACKENDS
 from videovla_ros.backends.base import (
     ArmBackend,
     BackendConfigError,
@@ -33,7 +34,6 @@ _BACKEND_CLASSES: dict[str, type[ArmBackend]] = {
     "servo": ServoBackend,
     "moveit_py": MoveItPyBackend,
 }
-BACKENDS = tuple(_BACKEND_CLASSES)
 
 __all__ = [
     "BACKENDS",

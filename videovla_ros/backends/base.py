@@ -140,10 +140,8 @@ def pose_to_msg(pose: Pose) -> PoseMsg:
 
 def pose_from_msg(msg: PoseMsg) -> Pose:
     """Raises ValueError for non-finite values or a zero quaternion."""
-    return Pose.make(
-        (msg.position.x, msg.position.y, msg.position.z),
-        (msg.orientation.w, msg.orientation.x, msg.orientation.y, msg.orientation.z),
-    )
+    p, q = msg.position, msg.orientation
+    return Pose.from_floats(p.x, p.y, p.z, q.w, q.x, q.y, q.z)
 
 
 def pose_stamped(pose: Pose, stamp_ns: int, frame_id: str) -> PoseStamped:

@@ -16,7 +16,7 @@ from std_msgs.msg import Float64
 from videovla_ros import qos
 from videovla_ros.action_chunk import time_to_ns
 from videovla_ros.backends.base import ArmBackend, BackendParams, pose_from_msg, pose_stamped
-from videovla_ros.trajectory import Pose
+from videovla_ros.trajectory import NANOSECONDS_PER_SECOND, Pose
 
 EE_POSE_TOPIC = "ee_pose"
 TARGET_POSE_TOPIC = "target_pose"
@@ -59,9 +59,16 @@ class PoseStreamBackend(EePoseState):
         super().__init__(node, params)
         self._target = node.create_publisher(PoseStamped, TARGET_POSE_TOPIC, qos.COMMAND)
         self._gripper = node.create_publisher(Float64, GRIPPER_TOPIC, qos.COMMAND)
+        self._sent: tuple[Pose, PoseStamped] | None = None
 
     def send_target(self, pose: Pose, stamp_ns: int) -> None:
-        self._target.publish(pose_stamped(pose, stamp_ns, self.params.frame_id))
+        # A held pose is sent again every stream period: only its stamp changes (publish copies the message).
+        if self._sent is None or self._sent[0] is not pose:
+            self._sent = (pose, pose_stamped(pose, stamp_ns, self.params.frame_id))
+        else:
+            stamp = self._sent[1].header.stamp
+            stamp.sec, stamp.nanosec = divmod(stamp_ns, NANOSECONDS_PER_SECOND)
+        self._target.publish(self._sent[1])
 
     def send_gripper(self, opening: float) -> None:
         self._gripper.publish(Float64(data=float(opening)))
