@@ -98,8 +98,7 @@ class BridgeHarness:
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.bridge)
         self.executor.add_node(self.peer)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spin = ros_process.BackgroundSpin(self.executor)
         wait_for(lambda: self.chunk_pub.get_subscription_count() > 0, 10.0, "discovery of the bridge")
 
     def _keep(self, store: list) -> Callable[[Any], None]:
@@ -153,10 +152,11 @@ class BridgeHarness:
             return list(store)
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=5.0)
-        self.thread.join(timeout=5.0)
-        self.bridge.destroy_node()
-        self.peer.destroy_node()
+        try:
+            self.spin.stop(timeout=5.0)
+        finally:
+            self.bridge.destroy_node()
+            self.peer.destroy_node()
 
 
 def pose_stamped_at(position: tuple[float, float, float]) -> PoseStamped:

@@ -7,6 +7,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, reason in reasons.items():
             if reason is not None and marker in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset of three square-drawing episodes (9, 12 and 7 steps), written once per module that uses it (the
+    training tests' data; a module may define its own)."""
+    from test_data import write_square_dataset  # imports torch: only for the modules that use it
+
+    root = tmp_path_factory.mktemp("episodes") / "data"
+    write_square_dataset(root, lengths=(9, 12, 7))
+    return root

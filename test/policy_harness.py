@@ -5,7 +5,6 @@ and injects failures. Shared by the test_policy_*.py files."""
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,6 @@ import pytest
 import rclpy
 import ros_process
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy._rclpy_pybind11 import InvalidHandle
 from rclpy.action import ActionClient
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
@@ -145,19 +143,7 @@ def running_policy(
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 2, context=context)
     executor.add_node(node)
     executor.add_node(harness.peer)
-    stopping = threading.Event()
-
-    def spin() -> None:
-        # rclpy's executor shutdown destroys its guard condition while a handler it already queued may still
-        # trigger it; that InvalidHandle during teardown is rclpy's race, not the node's failure.
-        try:
-            executor.spin()
-        except InvalidHandle:
-            if not stopping.is_set():
-                raise
-
-    spinner = threading.Thread(target=spin, daemon=True)
-    spinner.start()
+    spin = ros_process.BackgroundSpin(executor)
     try:
         if activate:
             assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
@@ -165,12 +151,12 @@ def running_policy(
         yield harness
     finally:
         harness.streaming = False
-        stopping.set()
-        executor.shutdown()
-        spinner.join(timeout=10)
-        node.destroy_node()
-        harness.peer.destroy_node()
-        ros_process.shut_down(context)
+        try:
+            spin.stop()
+        finally:
+            node.destroy_node()
+            harness.peer.destroy_node()
+            ros_process.shut_down(context)
 
 
 class RecordingPolicy:

@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
+from rclpy._rclpy_pybind11 import InvalidHandle
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 
 
@@ -92,3 +94,35 @@ def shut_down(context: rclpy.context.Context) -> None:
     """
     rclpy.try_shutdown(context=context)
     gc.collect()
+
+
+class BackgroundSpin:
+    """Spins `executor` in a daemon thread until `stop()`, which re-raises whatever ended the spin early.
+
+    rclpy's executor shutdown destroys its guard condition while a handler it already queued may still trigger
+    it; the InvalidHandle that race raises is rclpy's, not the nodes' failure, and is tolerated only once
+    `stop()` has begun: anywhere else it is an error like any other.
+    """
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except InvalidHandle as error:
+            if not self.stopping.is_set():
+                self.error = error
+        except Exception as error:  # handed to the test's thread by stop()
+            self.error = error
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.executor.shutdown(timeout_sec=timeout)
+        self.thread.join(timeout=timeout)
+        if self.error is not None:
+            raise self.error

@@ -256,8 +256,8 @@ def test_options_are_checked():
     assert default_params_file().name == "realman.yaml" and default_params_file().is_file()
     with pytest.raises(SystemExit):
         parse_args(["--sim", "--backend", "realman"])
-    assert parse_args(["--sim"]).choices.sim
-    assert parse_args(["--sim", "--sim-time"]).choices.sim_time
+    assert parse_args(["--sim"]).launch_choices().sim
+    assert parse_args(["--sim", "--sim-time"]).launch_choices().sim_time
     with pytest.raises(SystemExit):
         parse_args(["--sim-time"])  # nothing would publish /clock
     with pytest.raises(SystemExit):

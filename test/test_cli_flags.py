@@ -1,5 +1,6 @@
 """The generated command lines: every `videovla-train(-vae)`, `-eval(-offline)`, `-demo`, `-collect`, `-sim-teleop`,
-`-import` and `-export` command shown in the READMEs still parses, and each flag lands in the field of its name."""
+`-import`, `-export` and `bringup` command shown in the READMEs still parses, and each flag lands in the field of
+its name."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from videovla_model.importers.lerobot_actions import ActionConvention
 from videovla_model.train_cli import LATEST, parse_args
 from videovla_model.train_vae import videovla_train_vae
 from videovla_model.training_config import TrainingConfig
+from videovla_ros.bringup import BringupConfig
 from videovla_ros.eval_config import DEFAULT_CHECKPOINT, DemoConfig, EvalConfig
 from videovla_ros.evaluate_cli import demo_main, main
 from videovla_ros.sim_teleop import TeleopConfig
@@ -26,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = (ROOT / "README.md", ROOT / "checkpoints" / "videovla-sim-small" / "README.md")
 COMMANDS = (
     "videovla-train-vae", "videovla-train", "videovla-eval-offline", "videovla-eval", "videovla-demo",
-    "videovla-collect", "videovla-sim-teleop", "videovla-import", "videovla-export",
+    "videovla-collect", "videovla-sim-teleop", "videovla-import", "videovla-export", "bringup",
 )  # fmt: skip
 PARSED = {
     "videovla-train-vae": videovla_train_vae,
@@ -37,6 +39,7 @@ PARSED = {
     "videovla-sim-teleop": TeleopConfig,
     "videovla-import": IMPORT_COMMAND,
     "videovla-export": export_command,
+    "bringup": BringupConfig,
 }
 # Flags named differently from their field; fields holding more flags (merged into their parent's).
 FIELD_OF_FLAG = {"config": "model_config", "episode-split": "split"}
@@ -142,12 +145,15 @@ def test_the_readmes_show_the_commands_this_test_checks():
     )
     assert counts["videovla-import"] >= 2 and counts["videovla-export"] >= 1, counts
     assert counts["videovla-eval-offline"] >= 2 and counts["videovla-sim-teleop"] >= 1, counts
+    assert counts["bringup"] >= 3, counts
 
 
 @pytest.mark.parametrize(
     ("document", "command", "arguments"), DOCUMENTED, ids=[f"{d}:{' '.join(a)}" for d, _, a in DOCUMENTED]
 )
 def test_a_documented_command_parses_into_the_fields_it_names(document, command, arguments):
+    if "--ros-args" in arguments:  # bringup passes what follows to ROS
+        arguments = arguments[: arguments.index("--ros-args")]
     arguments = _completed(command, arguments)
     _check_fields(_parsed_fields(command, arguments), _flags(arguments))
 
@@ -214,6 +220,25 @@ def test_demo_takes_an_instruction_and_has_no_episode_flags(capsys):
     with pytest.raises(SystemExit) as exit_info:
         demo_main(["--episodes", "3"])
     assert exit_info.value.code == 2
+
+
+def test_bringup_flags_keep_their_names_and_forms(capsys):
+    config = parse(
+        BringupConfig,
+        ["--sim", "--sim-time", "--no-bridge", "--execution-mode", "rtc", "--namespace", "arm1", "--autostart"],
+        prog="bringup",
+    )
+    assert config.sim and config.sim_time and not config.bridge and config.autostart
+    assert (config.execution_mode, config.namespace) == ("rtc", "arm1")
+    # dry_run: unset leaves the params file's value; --dry-run and --dry-run false override it.
+    assert config.dry_run is None and config.launch_choices().dry_run is None
+    assert parse(BringupConfig, ["--dry-run"], prog="bringup").dry_run is True
+    assert parse(BringupConfig, ["--dry-run", "false"], prog="bringup").dry_run is False
+    with pytest.raises(SystemExit) as exit_info:
+        parse(BringupConfig, ["--execution-mode", "fast"], prog="bringup")
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("bringup: error: execution_mode must be one of")
 
 
 def test_import_subcommands_share_one_definition_and_keep_their_flags(tmp_path, capsys):

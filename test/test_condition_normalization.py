@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from test_data import write_square_dataset
 
 from videovla_model.condition_normalization import CONDITION_NORMALIZATION_NAME, ConditionNormalizer
 from videovla_model.configuration import VideoVLAConfig
@@ -129,13 +127,6 @@ def test_a_checkpoint_without_statistics_loads_unstandardised_with_a_warning(tmp
     # A model without the flag writes no statistics at all.
     plain = VideoVLAModel(TINY).save_pretrained(tmp_path / "plain")
     assert not (plain / CONDITION_NORMALIZATION_NAME).exists()
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("episodes") / "data"
-    write_square_dataset(root, lengths=(9, 12, 7))
-    return root
 
 
 def test_training_fits_the_statistics_of_the_observations_and_instructions_once_and_keeps_them(

@@ -36,7 +36,7 @@ def test_goal_instructions_are_capped_and_stripped():
 
 def test_goal_completes_at_max_chunks():
     book = GoalBook()
-    record = book.start("a", "go", max_chunks=2, timeout=0.0, now_monotonic_ns=0)
+    record = book.start("a", "go", max_chunks=2, timeout=0.0, now_ns=0)
     assert book.on_chunk("a", 1 * S) is record and not record.done.is_set()
     book.on_chunk("a", 2 * S)
     assert record.done.is_set() and record.outcome is Outcome.COMPLETED_LIMIT and record.chunks == 2

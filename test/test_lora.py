@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_data import write_square_dataset
 
 from videovla_model.configuration import VideoVLAConfig
 from videovla_model.lora import (
@@ -24,13 +23,6 @@ from videovla_model.train import main
 
 TINY = VideoVLAConfig.preset("tiny")
 FAST = ["--batch-size", "2", "--num-workers", "0", "--lr", "1e-2", "--warmup-steps", "0"]
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("episodes") / "data"
-    write_square_dataset(root, lengths=(9, 12, 7))
-    return root
 
 
 @pytest.fixture(scope="module")

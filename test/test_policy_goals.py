@@ -16,9 +16,12 @@ from policy_harness import (
     wait_for,
 )
 from rclpy.lifecycle import TransitionCallbackReturn
+from rosgraph_msgs.msg import Clock
 from std_msgs.msg import String
 
 from videovla_msgs.action import ExecuteInstruction
+from videovla_ros import qos
+from videovla_ros.action_chunk import ns_to_time
 from videovla_ros.goals import GoalRecord, Outcome
 from videovla_ros.policy_goals import camera_silence_failure, goal_feedback, goal_refusal, goal_result
 from videovla_ros.policy_parameters import PolicyNodeParameters
@@ -108,6 +111,37 @@ def test_goal_times_out_or_fails_without_camera_images(checkpoint):
         assert 0.5 <= timed.result.elapsed < 2.0
 
 
+def test_goal_timeout_and_camera_check_follow_simulated_time(checkpoint):
+    # Under use_sim_time the goal's timeout and image_timeout count simulated seconds: while /clock stands still
+    # (the sim waits for the policy) no wall time fails a goal, and elapsed is the simulated time.
+    with running_policy(checkpoint, image_timeout=0.5, use_sim_time=True) as h:
+        clock = h.peer.create_publisher(Clock, "/clock", qos.CLOCK)
+        start_ns = 100 * S
+
+        def tick(offset_ns: int) -> None:
+            # Repeated: /clock is best effort and the node's clock subscription may still be matching.
+            for _ in range(5):
+                clock.publish(Clock(clock=ns_to_time(start_ns + offset_ns)))
+                time.sleep(0.02)
+
+        tick(0)
+        assert wait_for(lambda: h.node.get_clock().now().nanoseconds == start_ns)
+        timed = h.send_goal("wave", timeout=1.0)
+        time.sleep(1.5)  # wall seconds past both limits, no simulated time
+        tick(S // 5)
+        time.sleep(0.3)
+        assert h.node.goals.active is not None, "a goal must not end on wall-clock time"
+        tick(6 * S // 5)
+        timed_result = h.result(timed)
+        assert timed_result.result.outcome == ExecuteInstruction.Result.OUTCOME_TIMED_OUT
+        assert timed_result.result.elapsed == pytest.approx(1.2)
+        silent = h.send_goal("wave", timeout=0.0)
+        tick(2 * S)
+        silent_result = h.result(silent)
+        assert silent_result.result.outcome == ExecuteInstruction.Result.OUTCOME_FAILED
+        assert silent_result.result.reason == "no camera image for 0.8 s on 'image_raw'"
+
+
 # ---- decisions (pure) -------------------------------------------------------------------------------------------
 S = 1_000_000_000
 
@@ -132,7 +166,7 @@ def test_a_goal_is_refused_with_the_field_named(active, goal, reason, bad_instru
 
 def test_a_goal_fails_only_after_image_timeout_without_camera_images():
     params = PolicyNodeParameters(policy="expert", image_timeout=0.3)
-    record = GoalRecord(goal_id=1, instruction="wave", max_chunks=0, timeout=0.0, accepted_monotonic_ns=10 * S)
+    record = GoalRecord(goal_id=1, instruction="wave", max_chunks=0, timeout=0.0, accepted_ns=10 * S)
     assert camera_silence_failure(record, None, 10 * S + S // 5, params) is None  # 0.2 s since acceptance
     assert camera_silence_failure(record, None, 10 * S + S // 2, params) == "no camera image for 0.5 s on 'image_raw'"
     assert camera_silence_failure(record, 10 * S + S // 4, 10 * S + S // 2, params) is None  # a frame 0.25 s ago
@@ -141,8 +175,8 @@ def test_a_goal_fails_only_after_image_timeout_without_camera_images():
 
 
 def test_result_and_feedback_report_the_record():
-    record = GoalRecord(goal_id=1, instruction="wave", max_chunks=3, timeout=0.0, accepted_monotonic_ns=S, chunks=3)
-    record.outcome, record.reason, record.ended_monotonic_ns = Outcome.COMPLETED_LIMIT, "3 chunks", 3 * S
+    record = GoalRecord(goal_id=1, instruction="wave", max_chunks=3, timeout=0.0, accepted_ns=S, chunks=3)
+    record.outcome, record.reason, record.ended_ns = Outcome.COMPLETED_LIMIT, "3 chunks", 3 * S
     result = goal_result(record, 10 * S)
     assert (result.outcome, result.reason, result.chunks_executed, result.elapsed) == (
         ExecuteInstruction.Result.OUTCOME_COMPLETED_LIMIT,

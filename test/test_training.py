@@ -32,13 +32,6 @@ TINY = VideoVLAConfig.preset("tiny")
 FAST = ["--preset", "tiny", "--batch-size", "2", "--num-workers", "0", "--lr", "1e-3"]
 
 
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("episodes") / "data"
-    write_square_dataset(root, lengths=(9, 12, 7))
-    return root
-
-
 def train(dataset: Path, output: Path, *extra: str) -> int:
     return main(["--dataset", str(dataset), "--output", str(output), *FAST, *extra])
 

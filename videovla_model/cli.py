@@ -81,3 +81,23 @@ def optional_value(const: str, metavar: str) -> PrimitiveConstructorSpec[str]:
         is_instance=lambda value: isinstance(value, str),
         str_from_instance=lambda value: [value],
     )
+
+
+def optional_flag() -> PrimitiveConstructorSpec[bool]:
+    """A `bool | None` option whose None leaves the decision elsewhere (e.g. a params file): `--flag` means
+    true, `--flag false` false, no flag None."""
+
+    def from_strings(strings: list[str]) -> bool:
+        if not strings:
+            return True
+        if strings[0].lower() not in ("true", "false"):
+            raise ValueError(f"expected true or false, got {strings[0]!r}")
+        return strings[0].lower() == "true"
+
+    return PrimitiveConstructorSpec(
+        nargs=(0, 1),
+        metavar="[{true,false}]",
+        instance_from_str=from_strings,
+        is_instance=lambda value: isinstance(value, bool),
+        str_from_instance=lambda value: [str(value).lower()],
+    )

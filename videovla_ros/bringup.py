@@ -16,10 +16,11 @@ ROS arguments after `--ros-args` (remappings, log levels) are passed through.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
@@ -27,9 +28,10 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 
+from videovla_model.cli import choices, optional_flag, parse
+from videovla_ros.backend_names import BACKENDS
 from videovla_ros.execution_mode import EXECUTION_MODES
 from videovla_ros.launch_plan import (
-    BACKENDS,
     Choices,
     bridge_overrides,
     default_params_file,
@@ -42,78 +44,83 @@ from videovla_ros.node_runner import init_ros, make_executor, spin_until_shutdow
 from videovla_ros.policy_node import EXECUTOR_THREADS, PolicyNode
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bringup", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--params-file", type=Path, default=None, help="YAML keyed by node name (default: %(default)s)")
-    parser.add_argument("--namespace", default="", help="namespace of all nodes (topics are relative)")
-    parser.add_argument("--backend", choices=BACKENDS, default="", help="arm bridge backend (default: from YAML)")
-    parser.add_argument("--execution-mode", choices=EXECUTION_MODES, default="", help="sync, async or rtc (both nodes)")
-    parser.add_argument(
-        "--checkpoint",
-        default="",
-        help="policy checkpoint directory (default: from YAML; with --sim the default model)",
-    )
-    parser.add_argument("--sim", action="store_true", help="add the simulated arm (the bridge then streams poses)")
-    parser.add_argument(
-        "--sim-time",
-        action="store_true",
-        help="with --sim: the simulated arm publishes /clock, every node uses it (use_sim_time), the physics never "
-        "skips ahead and waits while the policy thinks (sync mode)",
-    )
-    parser.add_argument("--no-bridge", action="store_true", help="start no arm bridge")
-    parser.add_argument(
-        "--dry-run",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="the bridge computes targets but commands nothing (default: from YAML)",
-    )
-    parser.add_argument("--autostart", action="store_true", help="configure and activate the policy node")
-    parser.add_argument("--record", action="store_true", help="add the recorder node (demonstrations)")
-    parser.add_argument("--dataset", default="", help="the recorder's dataset folder (default: from YAML)")
-    options = parser.parse_args(list(argv))
-    if options.params_file is None:
-        options.params_file = default_params_file()
-    try:
-        options.choices = Choices(
-            params_file=options.params_file,
-            sim=options.sim,
-            sim_time=options.sim_time,
-            execution_mode=options.execution_mode,
-            backend=options.backend,
-            checkpoint=options.checkpoint,
-            dry_run=options.dry_run,
-            record=options.record,
-            dataset=options.dataset,
+@dataclass(frozen=True)
+class BringupConfig:
+    """The `bringup` command line (one flag per field); validated by `Choices`, which names the field."""
+
+    params_file: Path = field(default_factory=default_params_file)
+    """YAML keyed by node name (the package's config/realman.yaml unless given)"""
+    namespace: str = ""
+    """namespace of all nodes (topics are relative)"""
+    backend: Annotated[str, choices(BACKENDS)] = ""
+    """arm bridge backend ('': the YAML's)"""
+    execution_mode: Annotated[str, choices(EXECUTION_MODES)] = ""
+    """sync, async or rtc, for both nodes ('': the YAML's)"""
+    checkpoint: str = ""
+    """policy checkpoint directory ('': the YAML's; with --sim the shipped model)"""
+    sim: bool = False
+    """add the simulated arm (the bridge then streams poses)"""
+    sim_time: bool = False
+    """with --sim: the simulated arm publishes /clock, every node uses it (use_sim_time), the physics never
+    skips ahead and waits while the policy thinks (sync mode)"""
+    bridge: bool = True
+    """start the arm bridge (--no-bridge: the policy node alone)"""
+    dry_run: Annotated[bool | None, optional_flag()] = None
+    """the bridge computes targets but commands nothing (--dry-run false: it commands; none: the YAML's)"""
+    autostart: bool = False
+    """configure and activate the policy node"""
+    record: bool = False
+    """add the recorder node (demonstrations)"""
+    dataset: str = ""
+    """the recorder's dataset folder ('': the YAML's)"""
+
+    def __post_init__(self) -> None:
+        self.launch_choices()  # a ValueError names the field
+
+    def launch_choices(self) -> Choices:
+        """The launch-plan choices these options make (decided as for the launch file's arguments)."""
+        return Choices(
+            params_file=self.params_file,
+            sim=self.sim,
+            sim_time=self.sim_time,
+            execution_mode=self.execution_mode,
+            backend=self.backend,
+            checkpoint=self.checkpoint,
+            dry_run=self.dry_run,
+            record=self.record,
+            dataset=self.dataset,
         )
-    except ValueError as error:
-        parser.error(f"--{str(error).replace('_', '-')}")
-    return options
+
+
+def parse_args(argv: Sequence[str]) -> BringupConfig:
+    """The options of `argv` (program name excluded); exits 2 naming the field of a bad value."""
+    return parse(BringupConfig, argv, prog="bringup", description=__doc__)
 
 
 def _parameters(overrides: dict[str, object]) -> list[Parameter]:
     return [Parameter(name, value=value) for name, value in overrides.items()]
 
 
-def create_nodes(options: argparse.Namespace) -> tuple[PolicyNode, list[Node]]:
+def create_nodes(options: BringupConfig) -> tuple[PolicyNode, list[Node]]:
     """The policy node and the other nodes the options ask for (the bridge and sim are imported lazily)."""
-    choices: Choices = options.choices
-    policy = PolicyNode(namespace=options.namespace, parameter_overrides=_parameters(policy_overrides(choices)))
+    plan = options.launch_choices()
+    policy = PolicyNode(namespace=options.namespace, parameter_overrides=_parameters(policy_overrides(plan)))
     others: list[Node] = []
-    if not options.no_bridge:
+    if options.bridge:
         from videovla_ros.arm_bridge_node import ArmBridgeNode
 
         others.append(
-            ArmBridgeNode(namespace=options.namespace, parameter_overrides=_parameters(bridge_overrides(choices)))
+            ArmBridgeNode(namespace=options.namespace, parameter_overrides=_parameters(bridge_overrides(plan)))
         )
     if options.sim:
         # The simulator pulls in MuJoCo; only pay for it when asked.
         from videovla_ros.sim_arm_node import SimArmNode
 
-        others.append(SimArmNode(namespace=options.namespace, parameter_overrides=_parameters(sim_overrides(choices))))
+        others.append(SimArmNode(namespace=options.namespace, parameter_overrides=_parameters(sim_overrides(plan))))
     if options.record:
         from videovla_ros.recorder_node import RecorderNode
 
-        overrides = _parameters(recorder_overrides(choices))
+        overrides = _parameters(recorder_overrides(plan))
         others.append(RecorderNode(namespace=options.namespace, parameter_overrides=overrides))
     return policy, others
 
@@ -134,7 +141,7 @@ def main(args: Sequence[str] | None = None) -> None:
     options = parse_args(remove_ros_args(argv)[1:])
     # The YAML comes first so that `--ros-args -p name:=value` on the command line still overrides it. The sim's
     # file only concerns the bridge and the recorder, so loading it for every node changes nothing else.
-    files = params_files(options.choices)
+    files = params_files(options.launch_choices())
     init_ros([argv[0], "--ros-args", *(f for path in files for f in ("--params-file", str(path))), "--", *argv[1:]])
     executor = make_executor(EXECUTOR_THREADS + 4)
     try:

@@ -1,10 +1,10 @@
 """The policy node's execute_instruction action server: which goals it refuses, how a goal sets the instruction,
 waits for its end and reports it. Goal bookkeeping (outcomes, limits, timeouts) is videovla_ros.goals;
-`goal_refusal`, `end_handle`, `goal_result` and `goal_feedback` are the decisions and messages, pure."""
+`goal_refusal`, `end_handle`, `goal_result` and `goal_feedback` are the decisions and messages, pure. Goal times
+are the node clock's (simulated under use_sim_time), so timeouts and image_timeout follow the simulated world."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,14 +57,14 @@ def end_handle(goal_handle: ServerGoalHandle, outcome: Outcome) -> None:
         goal_handle.abort()
 
 
-def goal_result(record: GoalRecord, now_monotonic_ns: int) -> ExecuteInstruction.Result:
+def goal_result(record: GoalRecord, now_ns: int) -> ExecuteInstruction.Result:
     """The result of a finished goal."""
     assert record.outcome is not None, "a goal has a result only once its outcome is decided"
     return ExecuteInstruction.Result(
         outcome=int(record.outcome),
         reason=record.reason,
         chunks_executed=record.chunks,
-        elapsed=record.elapsed(now_monotonic_ns),
+        elapsed=record.elapsed(now_ns),
     )
 
 
@@ -76,14 +76,15 @@ def goal_feedback(record: GoalRecord, inference_time: float) -> ExecuteInstructi
 
 
 def camera_silence_failure(
-    record: GoalRecord, last_frame_monotonic_ns: int | None, now_monotonic_ns: int, params: PolicyNodeParameters
+    record: GoalRecord, last_frame_ns: int | None, now_ns: int, params: PolicyNodeParameters
 ) -> str | None:
     """Why the running goal fails for want of camera images (none for image_timeout seconds since the goal was
-    accepted or the last frame arrived), or None while images come or image_timeout is 0 (never)."""
+    accepted or the last frame arrived), or None while images come or image_timeout is 0 (never). All three
+    times are the node clock's (ns)."""
     if params.image_timeout <= 0:
         return None
-    since = max(record.accepted_monotonic_ns, last_frame_monotonic_ns or 0)
-    silence = (now_monotonic_ns - since) / 1e9
+    since = max(record.accepted_ns, last_frame_ns or 0)
+    silence = (now_ns - since) / 1e9
     if silence <= params.image_timeout:
         return None
     return f"no camera image for {silence:.1f} s on {params.image_topic!r}"
@@ -122,10 +123,13 @@ class GoalServer:
     def destroy(self) -> None:
         self._server.destroy()
 
-    def on_chunk(self, inference_time: float, now_monotonic_ns: int) -> None:
+    def _now_ns(self) -> int:
+        return self._node.get_clock().now().nanoseconds
+
+    def on_chunk(self, inference_time: float) -> None:
         """Counts a published chunk for the running goal (if any) and sends its feedback."""
         active = self._goals.active
-        record = None if active is None else self._goals.on_chunk(active.goal_id, now_monotonic_ns)
+        record = None if active is None else self._goals.on_chunk(active.goal_id, self._now_ns())
         if record is not None:
             goal_handle: ServerGoalHandle = record.goal_id
             goal_handle.publish_feedback(goal_feedback(record, inference_time))
@@ -146,11 +150,11 @@ class GoalServer:
         _, params, scheduler = self._policy_state()
         cap = params.max_instruction_length if params is not None else DEFAULT_MAX_INSTRUCTION_LENGTH
         record = self._goals.start(
-            goal_handle, request.instruction, request.max_chunks, request.timeout, time.monotonic_ns(), cap
+            goal_handle, request.instruction, request.max_chunks, request.timeout, self._now_ns(), cap
         )
         generation = None
         if scheduler is None:  # cleaned up between acceptance and execution
-            self._goals.end(goal_handle, Outcome.FAILED, "the policy node is not active", time.monotonic_ns())
+            self._goals.end(goal_handle, Outcome.FAILED, "the policy node is not active", self._now_ns())
         elif record.outcome is None:
             generation = scheduler.set_instruction(record.instruction, "goal instruction")
             self._node.get_logger().info(
@@ -160,7 +164,7 @@ class GoalServer:
             self._wake()
         while not record.done.wait(CANCEL_POLL_PERIOD):
             if goal_handle.is_cancel_requested:
-                self._goals.end(goal_handle, Outcome.CANCELED, "canceled by the client", time.monotonic_ns())
+                self._goals.end(goal_handle, Outcome.CANCELED, "canceled by the client", self._now_ns())
         if scheduler is not None and generation is not None and scheduler.generation == generation:
             # The goal that set the instruction has ended and nothing replaced it: stop producing chunks.
             scheduler.clear_instruction()
@@ -168,4 +172,4 @@ class GoalServer:
         assert outcome is not None, "a goal is finished only once its outcome is decided"
         end_handle(goal_handle, outcome)
         self._node.get_logger().info(f"goal {bounded(record.instruction)} ended: {outcome.name}: {record.reason}")
-        return goal_result(record, time.monotonic_ns())
+        return goal_result(record, self._now_ns())

@@ -131,6 +131,8 @@ class PolicyNode(LifecycleNode):
         self._active_timers: list[Timer] = []
         self._wakeup: GuardCondition | None = None
         self._rtc_motion = MotionSlot()
+        # Goals and their camera check run on the node clock (simulated under use_sim_time), not the wall clock.
+        self._last_frame_clock_ns: int | None = None
 
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         # Diagnostics run in every lifecycle state, so their period is read once, at construction.
@@ -256,7 +258,7 @@ class PolicyNode(LifecycleNode):
         if self.scheduler is not None:
             self.scheduler.reset()
         if was_active:
-            self.goals.end_active(Outcome.FAILED, reason, time.monotonic_ns())
+            self.goals.end_active(Outcome.FAILED, reason, self._clock_ns())
 
     def _release(self) -> None:
         with self._state_lock:
@@ -288,6 +290,7 @@ class PolicyNode(LifecycleNode):
             self._reject_frame(params, error)
             return
         scheduler.offer_frame(Frame(msg, capture_time_ns, receipt))
+        self._last_frame_clock_ns = self._clock_ns()
         self._wake()
 
     def _reject_frame(self, params: PolicyNodeParameters, error: ValueError) -> None:
@@ -342,7 +345,7 @@ class PolicyNode(LifecycleNode):
             self.diagnostics.count("rejected_instructions")
             self.get_logger().warning(f"rejected instruction on 'instruction': {error}")
             return
-        self.goals.end_active(Outcome.PREEMPTED, "preempted by a new instruction on 'instruction'", time.monotonic_ns())
+        self.goals.end_active(Outcome.PREEMPTED, "preempted by a new instruction on 'instruction'", self._clock_ns())
         self.get_logger().info(f"instruction: {bounded(scheduler.instruction)}")
         self._wake()
 
@@ -404,7 +407,7 @@ class PolicyNode(LifecycleNode):
             self.diagnostics.count("inference_errors")
             self._last_error = bounded(str(error), 200)
             self._log_repeated(self._error_log, f"inference failed: {error}", error=True)
-            self.goals.end_active(Outcome.FAILED, f"inference failed: {error}", time.monotonic_ns())
+            self.goals.end_active(Outcome.FAILED, f"inference failed: {error}", self._clock_ns())
             return
         inference_time = (time.monotonic_ns() - start) / 1e9
         self.inference_stats.add(inference_time)
@@ -437,7 +440,7 @@ class PolicyNode(LifecycleNode):
         # What ROS adds on top of the policy: queueing, conversion and message building, receipt to publish.
         self.overhead_stats.add((published - job.frame.receipt_monotonic_ns) / 1e9 - inference_time)
         self._last_error = None
-        self._goal_server.on_chunk(inference_time, published)
+        self._goal_server.on_chunk(inference_time)
         if output.imagination is not None:
             self._publish_imagination(policy, output, job, sequence, params, outputs)
 
@@ -475,12 +478,15 @@ class PolicyNode(LifecycleNode):
             outputs.frame.publish(frame)
 
     # ---- housekeeping -----------------------------------------------------------------------------------
+    def _clock_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
     def _housekeeping(self) -> None:
-        now = time.monotonic_ns()
+        now = self._clock_ns()
         self.goals.check_timeout(now)
         record, scheduler, params = self.goals.active, self.scheduler, self.params
         if record is not None and scheduler is not None and params is not None:
-            failure = camera_silence_failure(record, scheduler.last_frame_receipt_monotonic_ns, now, params)
+            failure = camera_silence_failure(record, self._last_frame_clock_ns, now, params)
             if failure is not None:
                 self.goals.end_active(Outcome.FAILED, failure, now)
 

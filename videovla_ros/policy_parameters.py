@@ -42,7 +42,10 @@ class PolicyNodeParameters:
     )
     max_image_age: float = parameter(0.5, "camera frames older than this are dropped as stale [s]", above=0.0)
     image_timeout: float = parameter(
-        5.0, "a goal fails when no camera frame arrives for this long [s]; 0 = never", low=0.0
+        5.0,
+        "a goal fails when no camera frame arrives for this long [s, node clock: simulated under use_sim_time]; "
+        "0 = never",
+        low=0.0,
     )
     publish_imagination: str = parameter(
         "auto",
