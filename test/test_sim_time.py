@@ -67,17 +67,20 @@ def test_the_sim_publishes_clock_and_stands_still_while_the_policy_thinks():
 
 @pytest.mark.slow  # about 20 s on 2 idle cores (two evaluations), 80 s on a loaded machine
 def test_a_slow_policy_picks_in_the_same_simulated_time_as_a_fast_one(tmp_path):
-    # The same seeded pick by the scripted expert, answering at once and 0.3 s late, in simulated time.
+    # The same seeded pick by the scripted expert, answering at once and 1 s late, in simulated time.
     fast_config = EvalConfig(
         checkpoint="", policy="expert", episodes=1, videos=0, time_limit=12.0, output=str(tmp_path / "fast")
     )
-    slow_config = replace(fast_config, policy_latency=0.3, output=str(tmp_path / "slow"), namespace="eval_slow")
+    slow_config = replace(fast_config, policy_latency=1.0, output=str(tmp_path / "slow"), namespace="eval_slow")
     (fast,), _ = evaluate(fast_config, progress=lambda _: None)
     (slow,), _ = evaluate(slow_config, progress=lambda _: None)
     assert fast.success and slow.success and fast.grasped_objects == slow.grasped_objects
-    # Every one of the slow run's chunks came 0.3 s later in the wall clock's time (about 3 s an episode) ...
-    assert min(slow.inference_times) >= 0.3
-    # ... and none of that cost the simulated world anything: the same pick in the same simulated time (up to a
-    # camera frame of phase at the first request and the jitter of the streamed targets).
-    assert abs(slow.sim_seconds - fast.sim_seconds) < 0.5, (fast.sim_seconds, slow.sim_seconds)
-    assert abs(slow.chunks - fast.chunks) <= 2
+    # Every one of the slow run's chunks came 1 s later in the wall clock's time (about 15 s an episode) ...
+    assert min(slow.inference_times) >= 1.0
+    # ... and it did not cost the simulated world that time: against the wall clock the latency would add its
+    # whole sum (~15 s) to the episode. Without lockstep the sim does run on while a fast answer travels and while
+    # streamed targets arrive, so on a loaded machine the same pick took 3.7-6.1 simulated s in either run; the
+    # bound is what separates "the world waited" from "it did not", not a claim of exact repeatability (the fast
+    # run has also taken 12 to 18 chunks).
+    added = sum(slow.inference_times)
+    assert slow.sim_seconds < fast.sim_seconds + 0.3 * added, (fast.sim_seconds, slow.sim_seconds, added)
