@@ -109,6 +109,7 @@ class DiTRegressor(nn.Module):
         self.frozen = [frozen]  # a list keeps the frozen model out of this module's parameters
         self.transformer = VideoVLATransformer(config)
         if absolute_positions:
+            # Drawn again, as when fresh tables started at zero, so the recorded ladder rows reproduce from their seed.
             nn.init.normal_(self.transformer.positional_embedding, std=0.02)
         self.text, self.observation, self.timestep, self.vocabulary = text, observation, timestep, vocabulary
         self.words = nn.Embedding(len(vocabulary), config.text.d_model, padding_idx=PAD) if text == "words" else None

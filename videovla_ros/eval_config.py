@@ -56,8 +56,9 @@ class EvalConfig:
     """simulated seconds per wall second (with sim_time: at most)"""
     sim_time: bool = True
     """simulated time: the sim publishes /clock and every node follows it (use_sim_time); the sim never skips
-    ahead when the machine is slow and in sync mode stands still while the policy thinks, so the same seeds give
-    the same episodes whatever the load (--no-sim-time: the wall clock, as on a real robot)"""
+    ahead when the machine is slow and in sync mode stands still while the policy thinks, so the policy's latency
+    and the machine's load cost no simulated time (not lockstep: message transit still does) (--no-sim-time: the
+    wall clock, as on a real robot)"""
     policy_latency: float = 0.0
     """wall seconds added to every inference (e.g. the expert at a large model's latency)"""
     chunk_watchdog: float = 0.0
