@@ -11,9 +11,13 @@ Every rung trains on the same demonstrations and is scored on the same held-out 
                      puts positions into attention scores, not into the values an action token reads)
     dit-words-pos-mix  dit-words-pos + the instruction mixing the observation latent's channels (FiLM-like)
     dit-pixels       rung 2 with a learned pixel stem instead of the VAE latent
+    dit-pixels-pos   dit-pixels + dit-pos's position table (the control of dit-film-pixels-pos: no FiLM)
+    dit-film-pixels-pos  dit-pos with rung 1's FiLM conv trunk on the pixels instead of the VAE latent
+    dit-film-latent-pos  dit-pos with FiLM convolutions on the VAE latent (residual, starting as the plain latent)
     dit-t0           rung 2 at timestep 0 instead of 999 (the timestep embedding of the clean end)
     diffusion        rung 3: rung 2 with diffusion on the actions only (10 sampling steps, guidance 1)
     diffusion-words-pos  rung 3 on dit-words-pos
+    diffusion-film-pixels-pos  rung 3 on dit-film-pixels-pos
     videovla         rung 4: `videovla-train` (the joint video + action model, the shipped design)
     videovla-actions rung 4's ablation: `videovla-train --no-video-loss`
 
@@ -57,9 +61,13 @@ IN_PROCESS = (
     "dit-words-pos-mix",
     "dit-pos",
     "dit-pixels",
+    "dit-pixels-pos",
+    "dit-film-pixels-pos",
+    "dit-film-latent-pos",
     "dit-t0",
     "diffusion",
     "diffusion-words-pos",
+    "diffusion-film-pixels-pos",
 )
 VIDEOVLA_TRAIN = {"videovla": True, "videovla-actions": False}  # rung -> video loss
 RUNGS = IN_PROCESS + tuple(VIDEOVLA_TRAIN)
@@ -121,19 +129,25 @@ class RegressorPolicy:
         del output  # a regressor imagines nothing
 
 
-def build(rung: str, model: VideoVLAModel, vocabulary: WordVocabulary) -> nn.Module:
+def build(rung: str, model: VideoVLAModel, vocabulary: WordVocabulary, timestep_beta: float = 1.0) -> nn.Module:
     c = model.config
     if rung.startswith("cnn"):
         return FilmCNN(vocabulary, c.chunk_rows, c.action_dims, c.image_size[0], use_text=rung == "cnn")
+    observation = next((kind for kind in ("film-pixels", "film-latent", "pixels") if f"-{kind}" in rung), "vae")
     if rung.startswith("diffusion"):
         return DiTDiffusion(
-            model, vocabulary, text="words" if "-words" in rung else "t5", absolute_positions="-pos" in rung
+            model,
+            vocabulary,
+            text="words" if "-words" in rung else "t5",
+            observation=observation,
+            absolute_positions="-pos" in rung,
+            timestep_beta=timestep_beta,
         )
     return DiTRegressor(
         model,
         vocabulary,
         text="words" if rung.startswith("dit-words") else "t5",
-        observation="pixels" if rung == "dit-pixels" else "vae",
+        observation=observation,
         timestep=0 if rung == "dit-t0" else 999,
         absolute_positions="-pos" in rung,
         mix_observation=rung.endswith("-mix"),
@@ -157,10 +171,13 @@ HEADER = (
 def train_deterministic(
     rung: str, args: argparse.Namespace, model: VideoVLAModel, data: Windows, held_out: EpisodeDataset
 ) -> nn.Module:
+    """Trains one in-process rung; each row scores the held-out first frames (and, with --train-episodes, the
+    first frames of that many training episodes: binding there but not on held-out frames is memorising)."""
+    training_firsts = EpisodeDataset(args.dataset) if args.train_episodes else None
     torch.manual_seed(args.seed)
     vocabulary = WordVocabulary(data.instructions)
-    module = build(rung, model, vocabulary)
-    uses_latents = isinstance(module, DiTRegressor) and module.stem is None
+    module = build(rung, model, vocabulary, args.timestep_beta)
+    uses_latents = isinstance(module, DiTRegressor) and module.stem is None and module.observation != "film-pixels"
     latents = cached_latents(module, data, args) if uses_latents else None
     optimiser = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4)
     policy = RegressorPolicy(module, model)
@@ -169,7 +186,11 @@ def train_deterministic(
 
     def report() -> None:
         results = headings(policy, held_out, args.episodes, 1)
-        print(row(rung, step, time.monotonic() - started, float(np.mean(losses[-50:])), results), flush=True)
+        line = row(rung, step, time.monotonic() - started, float(np.mean(losses[-50:])), results)
+        if training_firsts is not None:
+            seen = headings(policy, training_firsts, args.train_episodes, 1)
+            line += f"   train {100 * np.mean([r.named_is_best for r in seen]):4.0f}%"
+        print(line, flush=True)
 
     while step < args.steps and time.monotonic() - started < 60 * args.minutes:
         module.train()
@@ -249,7 +270,12 @@ def train_videovla(rung: str, args: argparse.Namespace, held_out: EpisodeDataset
         transformer = dataclasses.replace(
             frozen.config.transformer, learned_positional_embeddings=args.learned_positions
         )
-        config = dataclasses.replace(frozen.config, transformer=transformer, unconditional_text=args.unconditional_text)
+        config = dataclasses.replace(
+            frozen.config,
+            transformer=transformer,
+            unconditional_text=args.unconditional_text,
+            observation_film=args.observation_film,
+        )
         torch.manual_seed(args.seed)
         model = VideoVLAModel(
             config,
@@ -291,12 +317,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--episodes", type=int, default=60, help="held-out episodes scored")
+    parser.add_argument(
+        "--train-episodes", type=int, default=0, help="also score the first frames of this many training episodes"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="runs/ladder", help="folder for rungs 3-4's training runs")
     parser.add_argument(
         "--learned-positions",
         action="store_true",
         help="rung 4's fresh transformer gets a learned absolute position table (as the dit-*-pos rungs)",
+    )
+    parser.add_argument(
+        "--timestep-beta", type=float, default=1.0, help="rung 3: training timesteps from Beta(a, 1) (1: uniform)"
+    )
+    parser.add_argument(
+        "--observation-film",
+        action="store_true",
+        help="rung 4's fresh transformer gets the FiLM pixel encoder of the observation (as dit-film-pixels-pos)",
     )
     parser.add_argument(
         "--unconditional-text",

@@ -8,7 +8,8 @@
   a learned pixel stem for the VAE latent (`observation="pixels"`).
 
 - `DiTDiffusion` (rung 3): rung 2 with diffusion on the actions only: v-prediction on noised action tokens at a
-  uniform training timestep, sampled with the checkpoint's scheduler from noise (the video stream stays zero,
+  uniform training timestep (or one drawn from Beta(timestep_beta, 1), favouring noisy ones, as `videovla-train
+  --timestep-beta`), sampled with the checkpoint's scheduler from noise (the video stream stays zero,
   so it differs from rung 2 only by the diffusion).
 
 All map (images (B, 3, H, W) in [-1, 1], instructions) to (B, R, D) normalised actions; `loss` gives the
@@ -80,12 +81,50 @@ class FilmCNN(nn.Module):
         return self.head(hidden.flatten(1)).reshape(-1, self.rows, self.dims)
 
 
+class FilmStem(nn.Module):
+    """Convolutions FiLM-modulated by a pooled instruction vector, as rung 1's trunk (and RT-1's image encoder).
+
+    on="pixels" is the trunk of the model's `ObservationFilm` (`config.observation_film`), kept here with a
+    non-zero output layer because it replaces the latent instead of adding to it, as the recorded rows did.
+
+    on="pixels": (B, 3, H, W) -> (B, C, H/8, W/8) through three stride-2 convolutions, a replacement for the VAE
+    latent. on="latent": (B, C, h, w) -> the same latent plus a residual from two 3 x 3 convolutions at the
+    latent's resolution (its output layer starts at zero, so it starts as the plain latent).
+    """
+
+    def __init__(self, on: str, latent_channels: int, text_width: int, width: int = 64) -> None:
+        super().__init__()
+        self.on = on
+        if on == "pixels":
+            channels = (3, 32, width, width)
+            self.convs = nn.ModuleList(nn.Conv2d(a, b, 4, 2, 1) for a, b in itertools.pairwise(channels))
+        else:
+            channels = (latent_channels, width, width)
+            self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, 1, 1) for a, b in itertools.pairwise(channels))
+        self.films = nn.ModuleList(nn.Linear(text_width, 2 * b) for b in channels[1:])
+        for film in self.films:
+            nn.init.zeros_(film.weight)
+            nn.init.zeros_(film.bias)
+        self.out = nn.Conv2d(width, latent_channels, 1)
+        if on == "latent":
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    def forward(self, inputs: torch.Tensor, pooled_text: torch.Tensor) -> torch.Tensor:
+        hidden = inputs
+        for conv, film in zip(self.convs, self.films, strict=True):
+            scale, shift = film(pooled_text).chunk(2, dim=-1)
+            hidden = torch.nn.functional.silu(conv(hidden) * (1 + scale[..., None, None]) + shift[..., None, None])
+        return self.out(hidden) if self.on == "pixels" else inputs + self.out(hidden)
+
+
 class DiTRegressor(nn.Module):
     """Rung 2: a fresh `small` transformer called once (see the module docstring); VAE and T5 frozen.
 
     text: "t5" (the checkpoint's frozen random T5, standardised as the checkpoint does) or "words" (learned word
     embeddings of the T5's width). observation: "vae" (the checkpoint's VAE latent, standardised) or "pixels"
-    (a learned stride-8 conv stem with the latent's shape).
+    (a learned stride-8 conv stem with the latent's shape); "film-pixels" / "film-latent" (a `FilmStem` on the
+    pixels or on the VAE latent, modulated by the mean instruction token).
     """
 
     def __init__(
@@ -125,6 +164,11 @@ class DiTRegressor(nn.Module):
             if observation == "pixels"
             else None
         )
+        self.film = (
+            FilmStem(observation.removeprefix("film-"), channels, config.text.d_model)
+            if observation.startswith("film-")
+            else None
+        )
         self.register_buffer(
             "_rotary_cos",
             rotary_embedding(config, 1, config.latent_height, config.latent_width, torch.device("cpu"))[0],
@@ -147,14 +191,18 @@ class DiTRegressor(nn.Module):
         self, images: torch.Tensor, instructions: Sequence[str], latents: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, 2C, h, w) [zero video | observation] and (B, L, text width) instruction tokens."""
-        if self.stem is not None:
-            condition = self.stem(images).unsqueeze(1)
-        else:
-            condition = latents if latents is not None else self.vae_latents(images)
         if self.words is not None:
             prompt = self.words(self.vocabulary.encode(instructions).to(images.device))
         else:
             prompt = torch.stack([self.prompt(text) for text in instructions])
+        if self.stem is not None:
+            condition = self.stem(images).unsqueeze(1)
+        elif self.film is not None and self.film.on == "pixels":
+            condition = self.film(images, prompt.mean(1)).unsqueeze(1)
+        else:
+            condition = latents if latents is not None else self.vae_latents(images)
+            if self.film is not None:
+                condition = self.film(condition[:, 0], prompt.mean(1)).unsqueeze(1)
         return torch.cat([torch.zeros_like(condition), condition], dim=2), prompt
 
     @torch.no_grad()
@@ -200,17 +248,21 @@ class DiTDiffusion(DiTRegressor):
         vocabulary: WordVocabulary,
         steps: int = 10,
         text: str = "t5",
+        observation: str = "vae",
         absolute_positions: bool = False,
+        timestep_beta: float = 1.0,
     ) -> None:
-        super().__init__(frozen, vocabulary, text=text, absolute_positions=absolute_positions)
-        self.steps = steps
+        super().__init__(frozen, vocabulary, text=text, observation=observation, absolute_positions=absolute_positions)
+        self.steps, self.timestep_beta = steps, timestep_beta
 
     def loss(
         self, images: torch.Tensor, instructions: Sequence[str], latents: torch.Tensor | None, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(velocity prediction, velocity target) at one uniform timestep per sample."""
         hidden, prompt = self.conditioning(images, instructions, latents)
-        noised = add_noise_pair(self.frozen[0].noise_scheduler, hidden[:, :, :1], targets)
+        noised = add_noise_pair(
+            self.frozen[0].noise_scheduler, hidden[:, :, :1], targets, timestep_beta=self.timestep_beta
+        )
         return self.run(hidden, prompt, noised.timesteps, noised.noisy_actions), noised.target_actions
 
     def forward(

@@ -38,7 +38,9 @@ def test_5b_counts_match_the_models_built_on_the_meta_device() -> None:
     assert memory.t5_parameter_count(config) == _count(t5)
 
 
-@pytest.mark.parametrize("flags", [{}, {"text_modulation": True, "instruction_mixes_observation": True}])
+@pytest.mark.parametrize(
+    "flags", [{}, {"text_modulation": True, "instruction_mixes_observation": True, "observation_film": True}]
+)
 def test_tiny_counts_and_lora_counts_match_built_models(flags: dict[str, bool]) -> None:
     from videovla_model.lora import LoraSettings, add_lora
 

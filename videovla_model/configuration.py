@@ -45,7 +45,7 @@ UnconditionalText = Literal["empty_prompt", "zeros"]
 
 # Conditioning layers a trained model can grow (`VideoVLAModel.with_added_conditioning`): each starts with a zero
 # output, so the grown model acts exactly as the trained one until it is trained further.
-ADDABLE_CONDITIONING = ("text_modulation", "instruction_mixes_observation")
+ADDABLE_CONDITIONING = ("text_modulation", "instruction_mixes_observation", "observation_film")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,11 @@ class VideoVLAConfig:
         a small MLP whose output starts at zero), as RT-1 conditions its image encoder on language: the named
         object's colour can then stand out in the tokens the blocks attend to, so finding it needs no
         instruction-dependent attention pattern.
+    observation_film: a FiLM convolutional encoder of the observation pixels (stride-2 convolutions down to the
+        latent's resolution, each scaled and shifted per channel by the mean-pooled instruction embedding, as RT-1
+        conditions its image encoder on language) adds its output to the observation latent; the output layer
+        starts at zero. The VAE latent alone keeps colours but not which object is named; this path gives the
+        tokens "the named object is here" features before the first block.
     """
 
     name: str = "custom"
@@ -96,6 +101,7 @@ class VideoVLAConfig:
     normalize_text: bool = False
     text_modulation: bool = False
     instruction_mixes_observation: bool = False
+    observation_film: bool = False
     unconditional_text: UnconditionalText = "empty_prompt"
     rotation_convention: str = ROTATION_CONVENTION
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
@@ -162,7 +168,7 @@ class VideoVLAConfig:
             self.attention_mode,
             "'bidirectional' or 'causal'",
         )
-        for name in ("normalize_condition", "normalize_text", "text_modulation", "instruction_mixes_observation"):
+        for name in ("normalize_condition", "normalize_text", *ADDABLE_CONDITIONING):
             require(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
         require(
             self.unconditional_text in ("empty_prompt", "zeros"),

@@ -250,6 +250,7 @@ _REQUIRED_SETTINGS = {
     "unconditional_text": "zeros",
     "text_modulation": False,
     "instruction_mixes_observation": False,
+    "observation_film": False,
     "normalize_condition": False,
     "normalize_text": False,
 }

@@ -27,6 +27,7 @@ streams) and recomputes one block at a time during backward.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from videovla_model.configuration import VideoVLAConfig
@@ -87,7 +88,20 @@ def action_layer_parameter_count(config: VideoVLAConfig) -> int:
         count += (text_width + 1) * time_width + (time_width + 1) * time_width
     if config.instruction_mixes_observation:
         count += (text_width + 1) * time_width + (time_width + 1) * config.vae.latent_channels**2
+    if config.observation_film:
+        count += observation_film_parameter_count(config)
     return count
+
+
+def observation_film_parameter_count(config: VideoVLAConfig) -> int:
+    """Parameters of `transformer.ObservationFilm(config)`: 4 x 4 stride-2 convolutions, their FiLM linears and the
+    1 x 1 output convolution."""
+    from videovla_model.transformer import observation_film_channels
+
+    channels = observation_film_channels(config)
+    count = sum((16 * c_in + 1) * c_out for c_in, c_out in itertools.pairwise(channels))
+    count += sum((config.text.d_model + 1) * 2 * c_out for c_out in channels[1:])
+    return count + (channels[-1] + 1) * config.vae.latent_channels
 
 
 def transformer_parameter_count(config: VideoVLAConfig) -> int:

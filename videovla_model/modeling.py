@@ -62,6 +62,7 @@ _ARCHITECTURE_FIELDS = (
     "normalize_text",
     "text_modulation",
     "instruction_mixes_observation",
+    "observation_film",
     "unconditional_text",
     "transformer",
     "vae",
@@ -306,6 +307,17 @@ class VideoVLAModel(CheckpointMixin, SamplingMixin, nn.Module):
             latents = self.condition_normalizer.apply(latents)
         return latents
 
+    def add_observation_film(
+        self, image_latents: torch.Tensor, observation: torch.Tensor, prompt_embeds: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, 1, C, h, w) observation latents + the FiLM encoder's output for the (B, 3, H, W) observation under the
+        (B, L, text width) instruction embeddings, with `config.observation_film`; the latents unchanged without."""
+        film = self.transformer.observation_film
+        if film is None:
+            return image_latents
+        residual = film(observation.to(device=self.device, dtype=self.dtype), prompt_embeds.mean(dim=1))
+        return image_latents + residual.unsqueeze(1).to(image_latents.dtype)
+
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, F, C, h, w) scaled latents -> (B, 3, T, H, W) video in [-1, 1].
@@ -398,7 +410,8 @@ class VideoVLAModel(CheckpointMixin, SamplingMixin, nn.Module):
             noisy_observation = observation + log_sigma.exp()[:, None, None, None] * noise
             image_latents = self.encode_observation(noisy_observation, generator)
             keep_image = rand((size,), generator, device) >= loss_config.image_dropout_prob
-            image_latents = image_latents * keep_image[:, None, None, None, None].to(image_latents.dtype)
+        image_latents = self.add_observation_film(image_latents, noisy_observation, prompt_embeds)
+        image_latents = image_latents * keep_image[:, None, None, None, None].to(image_latents.dtype)
 
         actions = batch.actions.to(device=device, dtype=self.dtype)
         noised = add_noise_pair(self.noise_scheduler, video_latents, actions, generator, loss_config.timestep_beta)

@@ -131,9 +131,14 @@ class SamplingMixin:
             embeds = torch.cat([self.unconditional_prompt_embeddings(size), embeds])
         clock.lap("text_encoding")
 
-        # 2. Observation latent, zero-padded over time.
+        # 2. Observation latent per prompt (the FiLM encoder reads the instruction), zero-padded over time.
         latent_frames = c.latent_frames(frames)
-        image_latents = self.encode_observation(observation.to(device=self.device, dtype=torch.float32), generator)
+        pixels = observation.to(device=self.device, dtype=torch.float32)
+        image_latents = self.encode_observation(pixels, generator)
+        per_prompt = embeds.shape[0] // size
+        image_latents = self.add_observation_film(
+            image_latents.repeat(per_prompt, 1, 1, 1, 1), pixels.repeat(per_prompt, 1, 1, 1), embeds
+        )
         conditions = self.condition_latents(image_latents, latent_frames)
         clock.lap("observation_encoding")
 
@@ -194,15 +199,15 @@ class SamplingMixin:
         """The velocity predictor for `sample_loop`: one transformer pass per step over B (or, with guidance, 2B:
         unconditional then conditional) inputs, guided as `guidance` says.
 
-        embeds: (B or 2B, L, text width); conditions: (B, F, C, h, w) observation latents; ids: (B,) embodiments.
+        embeds: (B or 2B, L, text width); conditions: (B or 2B, F, C, h, w) observation latents, one per prompt;
+        ids: (B,) embodiments.
         """
         repeat = 2 if guidance.enabled else 1
-        conditions_in = conditions.repeat(repeat, 1, 1, 1, 1)
         ids_in = ids.repeat(repeat)
 
         def denoise(video: torch.Tensor, actions: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             video_out, action_out = self.transformer(
-                torch.cat([video.repeat(repeat, 1, 1, 1, 1), conditions_in], dim=2),
+                torch.cat([video.repeat(repeat, 1, 1, 1, 1), conditions], dim=2),
                 embeds,
                 t.repeat(repeat),
                 noisy_actions=actions.repeat(repeat, 1, 1),

@@ -27,12 +27,17 @@ the patch embedding (C = latent channels, at every latent pixel of the condition
 Zero-padded frames and dropped images stay zero (there is no bias), and a model that has it starts out exactly
 as the same model without it.
 
+With `config.observation_film` an `ObservationFilm` encoder of the observation pixels adds to the observation latent
+(`VideoVLAModel.add_observation_film`, before the latent is zero-padded over time or dropped); its output layer
+starts at zero, so it too starts out as the model without it.
+
 Sequence layout in every block: [text (L) | video (F * h/p * w/p) | actions (R)].
 attention_mode "causal" masks text and video queries from action keys, so actions never influence the video.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -46,6 +51,43 @@ from torch.utils.checkpoint import checkpoint
 from videovla_model.configuration import VideoVLAConfig
 
 RotaryEmbedding = tuple[torch.Tensor, torch.Tensor]
+
+
+def observation_film_channels(config: VideoVLAConfig) -> tuple[int, ...]:
+    """Channels of `ObservationFilm`'s stride-2 convolutions, input first: 3, then 32, 64, 64, ... (one per factor
+    of 2 of the VAE's spatial compression)."""
+    compression = config.vae.spatial_compression
+    if compression & (compression - 1):
+        raise ValueError(f"observation_film needs a power-of-two vae spatial compression, got {compression}")
+    return (3, *(min(64, 32 * 2**k) for k in range(compression.bit_length() - 1)))
+
+
+class ObservationFilm(nn.Module):
+    """The instruction-conditioned image encoder of `config.observation_film` (FiLM, as in RT-1):
+
+        h = pixels;  for each stride-2 conv k:  h = SiLU(conv_k(h) * (1 + scale_k(text)) + shift_k(text))
+        out = Conv1x1(h) -> latent channels           (scale_k, shift_k: Linear of the pooled instruction)
+
+    (B, 3, H, W) pixels in [-1, 1] + (B, text width) pooled instruction -> (B, C, H / s, W / s), s the VAE's
+    spatial compression (one stride-2 convolution per factor of 2). FiLM layers and the output start at zero, so
+    the output is zero until trained.
+    """
+
+    def __init__(self, config: VideoVLAConfig) -> None:
+        super().__init__()
+        channels = observation_film_channels(config)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, 4, stride=2, padding=1) for c_in, c_out in itertools.pairwise(channels)
+        )
+        self.films = nn.ModuleList(nn.Linear(config.text.d_model, 2 * c_out) for c_out in channels[1:])
+        self.out = nn.Conv2d(channels[-1], config.vae.latent_channels, 1)
+
+    def forward(self, pixels: torch.Tensor, pooled_text: torch.Tensor) -> torch.Tensor:
+        hidden = pixels
+        for conv, film in zip(self.convs, self.films, strict=True):
+            scale, shift = film(pooled_text).chunk(2, dim=-1)
+            hidden = nn.functional.silu(conv(hidden) * (1 + scale[..., None, None]) + shift[..., None, None])
+        return self.out(hidden)
 
 
 def cogvideox_transformer_kwargs(config: VideoVLAConfig) -> dict[str, Any]:
@@ -169,6 +211,7 @@ class VideoVLATransformer(nn.Module):
             if config.instruction_mixes_observation
             else None
         )
+        self.observation_film = ObservationFilm(config) if config.observation_film else None
         self.gradient_checkpointing = False
         self.init_added_layers()
 
@@ -179,6 +222,8 @@ class VideoVLATransformer(nn.Module):
             layers.append(self.text_modulation)
         if self.observation_mixing is not None:
             layers.append(self.observation_mixing)
+        if self.observation_film is not None:
+            layers.append(self.observation_film)
         return layers
 
     @torch.no_grad()
@@ -206,6 +251,12 @@ class VideoVLATransformer(nn.Module):
                 nn.init.zeros_(first.bias)
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
+        if self.observation_film is not None:
+            for layer in (*self.observation_film.convs, self.observation_film.out, *self.observation_film.films):
+                layer.reset_parameters()
+            for layer in (*self.observation_film.films, self.observation_film.out):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def enable_gradient_checkpointing(self) -> None:
         self.gradient_checkpointing = True
