@@ -84,12 +84,12 @@ class FilmCNN(nn.Module):
 class FilmStem(nn.Module):
     """Convolutions FiLM-modulated by a pooled instruction vector, as rung 1's trunk (and RT-1's image encoder).
 
-    on="pixels" is the trunk of the model's `ObservationFilm` (`config.observation_film`), kept here with a
-    non-zero output layer because it replaces the latent instead of adding to it, as the recorded rows did.
-
     on="pixels": (B, 3, H, W) -> (B, C, H/8, W/8) through three stride-2 convolutions, a replacement for the VAE
     latent. on="latent": (B, C, h, w) -> the same latent plus a residual from two 3 x 3 convolutions at the
     latent's resolution (its output layer starts at zero, so it starts as the plain latent).
+
+    on="pixels" is the trunk of the model's `ObservationFilm` (`config.observation_film`), kept here with a
+    non-zero output layer because it replaces the latent instead of adding to it, as the recorded rows did.
     """
 
     def __init__(self, on: str, latent_channels: int, text_width: int, width: int = 64) -> None:
