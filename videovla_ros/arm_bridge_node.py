@@ -7,10 +7,12 @@ Subscribes:
   estop (std_msgs/Bool, SAFETY)                             data=true stops and latches until released + re-enabled
   robot state, by backend: ee_pose (PoseStamped) or <realman.prefix>/udp_arm_position (Pose)  (ROBOT_STATE)
 Publishes:
-        # The same clock as the motion's samples, so the allowed step matches the time the motion advanced.
-        elapsed_ns = now_ns - (self._last_sample_ns if self._last_sample_ns is not None else now_ns)
-        dt = min(elapsed_ns, MAX_TICK_PERIODS * self._period_ns) / NANOSECONDS_PER_SECOND
-        command, reason, idle = stream_command(self._last_command, target, dt, self.config.limits)
+  ~/target_pose (geometry_msgs/PoseStamped, COMMAND)       every streamed target (also in dry run), for RViz;
+                                                           built only while something subscribes
+  chunk_request (std_msgs/Header, COMMAND)                 sync mode: once when enabled (stamp: then), and when
+                                                           a chunk is admitted, stamped when its execute_rows
+                                                           rows end: the next chunk starts from a frame
+                                                           captured then
   rtc_chunk_request (videovla_msgs/ChunkRequest, COMMAND)  rtc mode: when enabled, after each admitted
                                                            or rejected chunk and on the chunk watchdog; carries
                                                            the committed motion (videovla_ros.realtime_chunking)
