@@ -55,14 +55,7 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from videovla_model.contract import (
-    Observation,
-    Policy,
-    PolicyMetadata,
-    PolicyOutput,
-    validate_frames,
-    validate_output,
-)
+from videovla_model.contract import Observation, Policy, PolicyMetadata, PolicyOutput, validate_output
 from videovla_model.devices import check_device  # torch is imported when it is called
 from videovla_msgs.msg import ChunkRequest
 from videovla_ros import qos
@@ -78,7 +71,7 @@ from videovla_ros.node_runner import run_node
 from videovla_ros.parameters import declare, read
 from videovla_ros.policy_factory import PolicyFactory, make_policy
 from videovla_ros.policy_goals import GoalServer, camera_silence_failure
-from videovla_ros.policy_outputs import ChunkContext, PolicyOutputs, chunk_from_output, imagination_messages
+from videovla_ros.policy_outputs import ChunkContext, PolicyOutputs, chunk_from_output, publish_imagination
 from videovla_ros.policy_parameters import PolicyNodeParameters
 from videovla_ros.policy_status import PolicyActivity, policy_status, timing_gauges
 from videovla_ros.realtime_chunking import MotionSlot, Prefix, prefix_for_capture
@@ -442,34 +435,13 @@ class PolicyNode(LifecycleNode):
         self._last_error = None
         self._goal_server.on_chunk(inference_time)
         if output.imagination is not None:
-            self._publish_imagination(policy, output, job, sequence, params, outputs)
-
-    def _publish_imagination(
-        self,
-        policy: Policy,
-        output: PolicyOutput,
-        job: InferenceJob,
-        sequence: int,
-        params: PolicyNodeParameters,
-        outputs: PolicyOutputs,
-    ) -> None:
-        """Decodes the imagined video of `output` ((T, H, W, 3) uint8) and publishes it in the camera's frame.
-        Decoded only after the chunk is out: the imagined video never delays control."""
-        try:
-            frames = policy.decode_imagination(output)
-            if frames is None:
-                return
-            validate_frames(frames)
-        except Exception as error:  # a failed decode costs the picture, never the chunk
-            self.diagnostics.count("imagination_errors")
-            self._log_repeated(self._error_log, f"imagination decoding failed: {error}", error=True)
-            return
-        period, max_width = policy.metadata.imagined_frame_period, params.imagination_max_width
-        messages = imagination_messages(frames, job, job.frame.message.header.frame_id, sequence, period, max_width)
-        outputs.strip.publish(messages.strip)
-        outputs.clip.publish(messages.clip)
-        if messages.frames:
-            self._playback.load(messages.frames)
+            # Decoded only after the chunk is out: the imagined video never delays control.
+            failure = publish_imagination(
+                policy, output, job, sequence, params.imagination_max_width, outputs, self._playback
+            )
+            if failure is not None:  # a failed decode costs the picture, never the chunk
+                self.diagnostics.count("imagination_errors")
+                self._log_repeated(self._error_log, f"imagination decoding failed: {failure}", error=True)
 
     def _play_frame(self) -> None:
         frame = self._playback.next_frame()

@@ -1,7 +1,8 @@
 """What the policy node publishes: the lifecycle publishers, the ActionChunk of an inference, the imagined video.
 
 `chunk_from_output` and `imagination_messages` are pure; `PolicyOutputs` holds the publishers the node creates
-on configure (they publish only while the node is active).
+on configure (they publish only while the node is active); `publish_imagination` decodes and publishes a chunk's
+imagined video once the chunk is out.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import numpy as np
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher
 from sensor_msgs.msg import Image
 
-from videovla_model.contract import PolicyMetadata, PolicyOutput
+from videovla_model.contract import Policy, PolicyMetadata, PolicyOutput, validate_frames
 from videovla_msgs.msg import ActionChunk, VideoClip
 from videovla_ros import qos
 from videovla_ros.action_chunk import TimedChunk
-from videovla_ros.imagination import frame_msgs, strip_msg, video_clip_msg
+from videovla_ros.imagination import FramePlayback, frame_msgs, strip_msg, video_clip_msg
 from videovla_ros.inference_scheduler import InferenceJob
 
 
@@ -103,3 +104,31 @@ def imagination_messages(
         clip=video_clip_msg(frames, capture, camera_frame_id, job.instruction, sequence, frame_period),
         frames=frame_msgs(frames, capture, camera_frame_id, frame_period) if frame_period > 0 else [],
     )
+
+
+def publish_imagination(
+    policy: Policy,
+    output: PolicyOutput,
+    job: InferenceJob,
+    sequence: int,
+    max_width: int,
+    outputs: PolicyOutputs,
+    playback: FramePlayback,
+) -> Exception | None:
+    """Decodes the imagined video of `output` ((T, H, W, 3) uint8), publishes its strip and clip in the camera's
+    frame and loads its frames into `playback`. Returns what failed when decoding or checking the frames raised
+    (nothing is published then), None otherwise (also when the policy had nothing to decode)."""
+    try:
+        frames = policy.decode_imagination(output)
+        if frames is None:
+            return None
+        validate_frames(frames)
+    except Exception as error:  # the caller counts and logs it; the chunk is already out
+        return error
+    period = policy.metadata.imagined_frame_period
+    messages = imagination_messages(frames, job, job.frame.message.header.frame_id, sequence, period, max_width)
+    outputs.strip.publish(messages.strip)
+    outputs.clip.publish(messages.clip)
+    if messages.frames:
+        playback.load(messages.frames)
+    return None
