@@ -23,8 +23,10 @@ Every rung trains on the same demonstrations and is scored on the same held-out 
 
 One row per evaluation (a learning curve: every --eval-every steps and at the end), then for the in-process rungs
 a probe: the RMS change of the normalised first chunk when the held-out instructions (or images) are shuffled among the
-held-out frames, i.e. what the model uses. The frozen parts (VAE, T5, action and observation statistics) and
-the `small` config come from --checkpoint; rung 4 starts from them with a fresh transformer.
+held-out frames, i.e. what the model uses. With --closed-loop N the trained rung (rung 4: its last checkpoint) then
+drives the simulated arm for N pick episodes (seeds 0..N-1) in `benchmarks/closed_loop.py`'s loop: does heading
+for the named object end in a grasp? The frozen parts (VAE, T5, action and observation statistics) and the `small`
+config come from --checkpoint; rung 4 starts from them with a fresh transformer.
 
     OMP_NUM_THREADS=1 scripts/with_env.sh python benchmarks/ladder.py --dataset runs/demos \\
         --held-out runs/heldout --rungs cnn dit --minutes 5 --eval-every 250
@@ -44,10 +46,12 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from closed_loop import evaluate as closed_loop_evaluate
+from closed_loop import summary as closed_loop_summary
 from instruction_binding import Heading, headings
 from ladder_models import DiTDiffusion, DiTRegressor, FilmCNN, WordVocabulary
 
-from videovla_model.contract import Observation, PolicyMetadata, PolicyOutput
+from videovla_model.contract import Observation, Policy, PolicyMetadata, PolicyOutput
 from videovla_model.episodes import EpisodeDataset
 from videovla_model.modeling import VideoVLAModel
 from videovla_model.processing import prepare_image, to_model_range
@@ -106,7 +110,7 @@ def load_windows(dataset: EpisodeDataset, model: VideoVLAModel) -> Windows:
 
 
 class RegressorPolicy:
-    """A trained regressor behind the numpy policy contract, so instruction_binding's metric scores it."""
+    """A trained in-process rung behind the numpy policy contract, for instruction_binding's metric and closed loops."""
 
     def __init__(self, module: nn.Module, model: VideoVLAModel) -> None:
         self.module, self.model = module, model
@@ -294,15 +298,24 @@ def train_videovla(rung: str, args: argparse.Namespace, held_out: EpisodeDataset
         argv.append("--no-video-loss")
     started = time.monotonic()
     videovla_train.main(argv)
-    minutes = (time.monotonic() - started) / 60
+    seconds_per_step = (time.monotonic() - started) / args.steps
     metrics = videovla_train.read_metrics(output / "metrics.csv")
     for step, folder in videovla_train.complete_checkpoints(output):
         loss = np.mean([m["action_loss"] for m in metrics if step - 50 < m["step"] <= step] or [float("nan")])
         policy = VideoVLAPolicy.from_pretrained(folder, seed=args.seed)
         print(
-            row(rung, step, minutes * step / args.steps, float(loss), headings(policy, held_out, args.episodes, 1)),
+            row(rung, step, seconds_per_step * step, float(loss), headings(policy, held_out, args.episodes, 1)),
             flush=True,
         )
+    if args.closed_loop:  # the last checkpoint
+        print_closed_loop(rung, policy, args.closed_loop)
+
+
+def print_closed_loop(rung: str, policy: Policy, episodes: int) -> None:
+    """Pick episodes with seeds 0..episodes-1 in `closed_loop.py`'s loop: one row per episode, then a summary."""
+    started = time.monotonic()
+    results = closed_loop_evaluate(lambda _env: policy, "pick", range(episodes), 30.0, 64)
+    print("# closed loop " + closed_loop_summary(rung, results, time.monotonic() - started), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=60, help="held-out episodes scored")
     parser.add_argument(
         "--train-episodes", type=int, default=0, help="also score the first frames of this many training episodes"
+    )
+    parser.add_argument(
+        "--closed-loop",
+        type=int,
+        default=0,
+        help="then this many pick episodes (seeds 0..) in benchmarks/closed_loop.py's loop (rung 4: last checkpoint)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="runs/ladder", help="folder for rungs 3-4's training runs")
@@ -360,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {len(data.targets)} windows loaded in {time.monotonic() - started:.0f} s", flush=True)
         module = train_deterministic(rung, args, model, data, held_out)
         print(probe(rung, module, model, held_out, args.episodes), flush=True)
+        if args.closed_loop:
+            print_closed_loop(rung, RegressorPolicy(module, model), args.closed_loop)
     return 0
 
 
