@@ -25,9 +25,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from videovla_model.configuration import VideoVLAConfig
 from videovla_model.diffusion import add_noise_pair, build_scheduler, sample_loop
 from videovla_model.modeling import VideoVLAModel
-from videovla_model.transformer import VideoVLATransformer, rotary_embedding
+from videovla_model.transformer import ObservationFilm, VideoVLATransformer, rotary_embedding
 
 PAD, UNKNOWN = 0, 1
 
@@ -81,41 +82,39 @@ class FilmCNN(nn.Module):
         return self.head(hidden.flatten(1)).reshape(-1, self.rows, self.dims)
 
 
-class FilmStem(nn.Module):
-    """Convolutions FiLM-modulated by a pooled instruction vector, as rung 1's trunk (and RT-1's image encoder).
+def pixel_film(config: VideoVLAConfig) -> ObservationFilm:
+    """The model's `ObservationFilm` encoder (`config.observation_film`) as a replacement for the VAE latent:
+    (B, 3, H, W) pixels -> (B, C, H/8, W/8). Its FiLM layers start at zero (the identity modulation) as in the
+    model, but its output layer keeps its default initialisation: here it replaces the latent instead of adding to
+    it, as the recorded rows did."""
+    film = ObservationFilm(config)
+    for layer in film.films:
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return film
 
-    on="pixels": (B, 3, H, W) -> (B, C, H/8, W/8) through three stride-2 convolutions, a replacement for the VAE
-    latent. on="latent": (B, C, h, w) -> the same latent plus a residual from two 3 x 3 convolutions at the
-    latent's resolution (its output layer starts at zero, so it starts as the plain latent).
 
-    on="pixels" is the trunk of the model's `ObservationFilm` (`config.observation_film`), kept here with a
-    non-zero output layer because it replaces the latent instead of adding to it, as the recorded rows did.
-    """
+class LatentFilm(nn.Module):
+    """The VAE latent plus a residual from two 3 x 3 convolutions at the latent's resolution, each FiLM-modulated
+    by the pooled instruction: (B, C, h, w) -> (B, C, h, w). FiLM layers and the output layer start at zero, so it
+    starts as the plain latent."""
 
-    def __init__(self, on: str, latent_channels: int, text_width: int, width: int = 64) -> None:
+    def __init__(self, latent_channels: int, text_width: int, width: int = 64) -> None:
         super().__init__()
-        self.on = on
-        if on == "pixels":
-            channels = (3, 32, width, width)
-            self.convs = nn.ModuleList(nn.Conv2d(a, b, 4, 2, 1) for a, b in itertools.pairwise(channels))
-        else:
-            channels = (latent_channels, width, width)
-            self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, 1, 1) for a, b in itertools.pairwise(channels))
+        channels = (latent_channels, width, width)
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, 1, 1) for a, b in itertools.pairwise(channels))
         self.films = nn.ModuleList(nn.Linear(text_width, 2 * b) for b in channels[1:])
-        for film in self.films:
-            nn.init.zeros_(film.weight)
-            nn.init.zeros_(film.bias)
         self.out = nn.Conv2d(width, latent_channels, 1)
-        if on == "latent":
-            nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
+        for layer in (*self.films, self.out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
-    def forward(self, inputs: torch.Tensor, pooled_text: torch.Tensor) -> torch.Tensor:
-        hidden = inputs
+    def forward(self, latents: torch.Tensor, pooled_text: torch.Tensor) -> torch.Tensor:
+        hidden = latents
         for conv, film in zip(self.convs, self.films, strict=True):
             scale, shift = film(pooled_text).chunk(2, dim=-1)
             hidden = torch.nn.functional.silu(conv(hidden) * (1 + scale[..., None, None]) + shift[..., None, None])
-        return self.out(hidden) if self.on == "pixels" else inputs + self.out(hidden)
+        return latents + self.out(hidden)
 
 
 class DiTRegressor(nn.Module):
@@ -123,8 +122,9 @@ class DiTRegressor(nn.Module):
 
     text: "t5" (the checkpoint's frozen random T5, standardised as the checkpoint does) or "words" (learned word
     embeddings of the T5's width). observation: "vae" (the checkpoint's VAE latent, standardised) or "pixels"
-    (a learned stride-8 conv stem with the latent's shape); "film-pixels" / "film-latent" (a `FilmStem` on the
-    pixels or on the VAE latent, modulated by the mean instruction token).
+    (a learned stride-8 conv stem with the latent's shape); "film-pixels" (`pixel_film`, the model's FiLM pixel
+    encoder, in place of the latent) / "film-latent" (`LatentFilm` on the VAE latent), modulated by the mean
+    instruction token.
     """
 
     def __init__(
@@ -164,11 +164,11 @@ class DiTRegressor(nn.Module):
             if observation == "pixels"
             else None
         )
-        self.film = (
-            FilmStem(observation.removeprefix("film-"), channels, config.text.d_model)
-            if observation.startswith("film-")
-            else None
-        )
+        self.film: ObservationFilm | LatentFilm | None = None
+        if observation == "film-pixels":
+            self.film = pixel_film(config)
+        elif observation == "film-latent":
+            self.film = LatentFilm(channels, config.text.d_model)
         self.register_buffer(
             "_rotary_cos",
             rotary_embedding(config, 1, config.latent_height, config.latent_width, torch.device("cpu"))[0],
@@ -197,7 +197,7 @@ class DiTRegressor(nn.Module):
             prompt = torch.stack([self.prompt(text) for text in instructions])
         if self.stem is not None:
             condition = self.stem(images).unsqueeze(1)
-        elif self.film is not None and self.film.on == "pixels":
+        elif isinstance(self.film, ObservationFilm):
             condition = self.film(images, prompt.mean(1)).unsqueeze(1)
         else:
             condition = latents if latents is not None else self.vae_latents(images)
