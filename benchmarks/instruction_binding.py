@@ -81,11 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=3, help="policy samples per episode")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the checkpoint's)")
+    parser.add_argument("--num-inference-steps", type=int, help="sampler steps (default: the checkpoint's)")
     args = parser.parse_args(argv)
     dataset = EpisodeDataset(args.dataset)
     print(f"{'checkpoint':50s} {'named':>14s} {'chance':>7s} {'cos(named)':>10s} {'cos(best)':>9s} {'|xy| mm':>12s}")
     for checkpoint in args.checkpoint:
-        policy = VideoVLAPolicy.from_pretrained(checkpoint, guidance_scale=args.guidance_scale, seed=args.seed)
+        policy = VideoVLAPolicy.from_pretrained(
+            checkpoint, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale, seed=args.seed
+        )
         results = headings(policy, dataset, args.episodes, args.samples)
         if not results:
             print(f"{args.dataset} has no pick episodes with object positions", file=sys.stderr)

@@ -133,7 +133,14 @@ class RegressorPolicy:
         del output  # a regressor imagines nothing
 
 
-def build(rung: str, model: VideoVLAModel, vocabulary: WordVocabulary, timestep_beta: float = 1.0) -> nn.Module:
+def build(
+    rung: str,
+    model: VideoVLAModel,
+    vocabulary: WordVocabulary,
+    timestep_beta: float = 1.0,
+    pure_noise_fraction: float = 0.0,
+    sampling_steps: int = 10,
+) -> nn.Module:
     c = model.config
     if rung.startswith("cnn"):
         return FilmCNN(vocabulary, c.chunk_rows, c.action_dims, c.image_size[0], use_text=rung == "cnn")
@@ -146,6 +153,8 @@ def build(rung: str, model: VideoVLAModel, vocabulary: WordVocabulary, timestep_
             observation=observation,
             absolute_positions="-pos" in rung,
             timestep_beta=timestep_beta,
+            pure_noise_fraction=pure_noise_fraction,
+            steps=sampling_steps,
         )
     return DiTRegressor(
         model,
@@ -180,7 +189,7 @@ def train_deterministic(
     training_firsts = EpisodeDataset(args.dataset) if args.train_episodes else None
     torch.manual_seed(args.seed)
     vocabulary = WordVocabulary(data.instructions)
-    module = build(rung, model, vocabulary, args.timestep_beta)
+    module = build(rung, model, vocabulary, args.timestep_beta, args.pure_noise_fraction, args.sampling_steps)
     uses_latents = isinstance(module, DiTRegressor) and module.stem is None and module.observation != "film-pixels"
     latents = cached_latents(module, data, args) if uses_latents else None
     optimiser = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4)
@@ -349,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timestep-beta", type=float, default=1.0, help="rung 3: training timesteps from Beta(a, 1) (1: uniform)"
     )
+    parser.add_argument(
+        "--pure-noise-fraction",
+        type=float,
+        default=0.0,
+        help="rung 3: chance a training sample takes the last, pure-noise timestep (as videovla-train's flag)",
+    )
+    parser.add_argument("--sampling-steps", type=int, default=10, help="rung 3: scheduler steps when sampling")
     parser.add_argument(
         "--observation-film",
         action="store_true",

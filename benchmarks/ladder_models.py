@@ -9,8 +9,9 @@
 
 - `DiTDiffusion` (rung 3): rung 2 with diffusion on the actions only: v-prediction on noised action tokens at a
   uniform training timestep (or one drawn from Beta(timestep_beta, 1), favouring noisy ones, as `videovla-train
-  --timestep-beta`), sampled with the checkpoint's scheduler from noise (the video stream stays zero,
-  so it differs from rung 2 only by the diffusion).
+  --timestep-beta`; with chance pure_noise_fraction the last, pure-noise timestep, as `--pure-noise-fraction`),
+  sampled with the checkpoint's scheduler from noise (the video stream stays zero, so it differs from rung 2 only
+  by the diffusion).
 
 All map (images (B, 3, H, W) in [-1, 1], instructions) to (B, R, D) normalised actions; `loss` gives the
 training loss of a batch.
@@ -251,9 +252,10 @@ class DiTDiffusion(DiTRegressor):
         observation: str = "vae",
         absolute_positions: bool = False,
         timestep_beta: float = 1.0,
+        pure_noise_fraction: float = 0.0,
     ) -> None:
         super().__init__(frozen, vocabulary, text=text, observation=observation, absolute_positions=absolute_positions)
-        self.steps, self.timestep_beta = steps, timestep_beta
+        self.steps, self.timestep_beta, self.pure_noise_fraction = steps, timestep_beta, pure_noise_fraction
 
     def loss(
         self, images: torch.Tensor, instructions: Sequence[str], latents: torch.Tensor | None, targets: torch.Tensor
@@ -261,7 +263,11 @@ class DiTDiffusion(DiTRegressor):
         """(velocity prediction, velocity target) at one uniform timestep per sample."""
         hidden, prompt = self.conditioning(images, instructions, latents)
         noised = add_noise_pair(
-            self.frozen[0].noise_scheduler, hidden[:, :, :1], targets, timestep_beta=self.timestep_beta
+            self.frozen[0].noise_scheduler,
+            hidden[:, :, :1],
+            targets,
+            timestep_beta=self.timestep_beta,
+            pure_noise_fraction=self.pure_noise_fraction,
         )
         return self.run(hidden, prompt, noised.timesteps, noised.noisy_actions), noised.target_actions
 

@@ -1,7 +1,8 @@
 """What helps the model bind the instruction to the object: the instruction mixing the observation latent's channels
 (`instruction_mixes_observation`), growing a trained model by conditioning layers that start at zero
 (`VideoVLAModel.with_added_conditioning`, `videovla-train --add-conditioning`), and training timesteps that favour
-noisy ones (`loss.timestep_beta`, `videovla-train --timestep-beta`)."""
+noisy ones (`loss.timestep_beta`, `videovla-train --timestep-beta`) or the pure-noise one (`loss.pure_noise_fraction`,
+`videovla-train --pure-noise-fraction`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from test_text_conditioning import perturb_added_layer
 from test_transformer_parity import _inputs
 
 from videovla_model.configuration import LossConfig, VideoVLAConfig
-from videovla_model.diffusion import training_timesteps
+from videovla_model.diffusion import add_noise_pair, training_timesteps
 from videovla_model.modeling import VideoVLAModel
 from videovla_model.train import main
 from videovla_model.training_config import TrainingConfig
@@ -131,13 +132,44 @@ def test_training_timesteps_are_uniform_at_beta_1_and_favour_noisy_ones_above():
     assert noisy.float().mean().item() == pytest.approx(750, abs=10)
 
 
-def test_timestep_beta_is_validated_and_reaches_the_trained_checkpoint(tmp_path):
+def test_a_pure_noise_fraction_puts_that_share_of_samples_at_the_last_timestep_and_keeps_the_other_draws():
+    cpu = torch.device("cpu")
+    plain = training_timesteps(1000, 20_000, 3.0, torch.Generator().manual_seed(0), cpu)
+    assert torch.equal(plain, training_timesteps(1000, 20_000, 3.0, torch.Generator().manual_seed(0), cpu, 0.0))
+    mixed = training_timesteps(1000, 20_000, 3.0, torch.Generator().manual_seed(0), cpu, 0.4)
+    # The Beta(3, 1) draws stay as they were; 40% of samples move to 999, where Beta(3, 1) alone puts 0.3%.
+    moved = mixed != plain
+    assert (mixed[moved] == 999).all() and torch.equal(mixed[~moved], plain[~moved])
+    assert (mixed == 999).float().mean().item() == pytest.approx(0.4 + 0.6 * (1 - 0.999**3), abs=0.015)
+
+
+def test_at_the_pure_noise_timestep_the_velocity_target_is_the_chunk_itself():
+    scheduler = VideoVLAModel(TINY).noise_scheduler
+    generator = torch.Generator().manual_seed(0)
+    video, actions = torch.randn(64, 2, 4, 2, 2), torch.rand(64, 3, 7) * 2 - 1
+    noised = add_noise_pair(scheduler, video, actions, generator, pure_noise_fraction=0.5)
+    pure = noised.timesteps == 999
+    assert 0 < int(pure.sum()) < 64
+    # Zero SNR: the noised chunk holds nothing of the chunk, and v = -x0, so these samples regress the chunk.
+    assert torch.allclose(noised.target_actions[pure], -actions[pure])
+    assert torch.allclose(noised.target_video[pure], -video[pure])
+    assert not torch.allclose(noised.target_actions[~pure], -actions[~pure])
+
+
+def test_timestep_beta_and_pure_noise_fraction_are_validated_and_reach_the_trained_checkpoint(tmp_path):
     with pytest.raises(ValueError, match=r"loss.timestep_beta.*a number >= 1"):
         LossConfig(timestep_beta=0.5)
     with pytest.raises(ValueError, match="timestep_beta must be a number >= 1"):
         TrainingConfig(dataset="d", output="o", preset="tiny", timestep_beta=float("nan"))
+    with pytest.raises(ValueError, match=r"loss.pure_noise_fraction must be a probability in \[0, 1\), got 1.0"):
+        LossConfig(pure_noise_fraction=1.0)
+    with pytest.raises(ValueError, match="pure_noise_fraction must be a probability in"):
+        TrainingConfig(dataset="d", output="o", preset="tiny", pure_noise_fraction=float("nan"))
     data = tmp_path / "data"
     write_square_dataset(data, lengths=(9,))
     args = ["--dataset", str(data), "--output", str(tmp_path / "run"), "--preset", "tiny", "--num-workers", "0"]
-    assert main([*args, "--batch-size", "2", "--steps", "1", "--timestep-beta", "3"]) == 0
-    assert VideoVLAModel.from_pretrained(tmp_path / "run" / "final").config.loss.timestep_beta == 3.0
+    assert (
+        main([*args, "--batch-size", "2", "--steps", "1", "--timestep-beta", "3", "--pure-noise-fraction", "0.5"]) == 0
+    )
+    loss = VideoVLAModel.from_pretrained(tmp_path / "run" / "final").config.loss
+    assert (loss.timestep_beta, loss.pure_noise_fraction) == (3.0, 0.5)

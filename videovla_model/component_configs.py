@@ -239,6 +239,11 @@ class LossConfig:
         values train more on noisy timesteps, where little of the chunk is left in its noised copy and the
         observation and instruction alone must decide where it goes (pi0 samples its flow time from a Beta that
         favours noisy times for the same reason).
+    pure_noise_fraction: chance a training sample takes the last timestep instead, where the noised chunk and
+        video are pure noise: there the target is the chunk itself, so those samples train the model as a
+        one-pass regressor of the chunk (and the next video) from the observation and instruction alone. In
+        `benchmarks/ladder.py` diffusion learnt which object to go for only from these samples (the checkpoint
+        README's fifth pass); the sampler's first step starts from their prediction.
     """
 
     video_weight: float = 1.0
@@ -249,6 +254,7 @@ class LossConfig:
     image_noise_log_mean: float = -3.0
     image_noise_log_std: float = 0.5
     timestep_beta: float = 1.0
+    pure_noise_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("video_weight", "action_weight"):
@@ -263,6 +269,12 @@ class LossConfig:
             "loss.timestep_beta",
             self.timestep_beta,
             "a number >= 1 (1 samples timesteps uniformly)",
+        )
+        require(
+            0.0 <= self.pure_noise_fraction < 1.0,
+            "loss.pure_noise_fraction",
+            self.pure_noise_fraction,
+            "a probability in [0, 1)",
         )
         require(
             self.action_weight > 0 or (self.use_video_loss and self.video_weight > 0),

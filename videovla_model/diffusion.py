@@ -74,14 +74,25 @@ class NoisedPair:
 
 
 def training_timesteps(
-    num_train_timesteps: int, batch: int, beta: float, generator: torch.Generator | None, device: torch.device
+    num_train_timesteps: int,
+    batch: int,
+    beta: float,
+    generator: torch.Generator | None,
+    device: torch.device,
+    pure_noise_fraction: float = 0.0,
 ) -> torch.Tensor:
-    """(batch,) long timesteps t = floor(T * u), u ~ Beta(beta, 1) (beta 1: uniform over 0..T-1)."""
+    """(batch,) long timesteps t = floor(T * u), u ~ Beta(beta, 1) (beta 1: uniform over 0..T-1); with chance
+    `pure_noise_fraction` a sample takes the last timestep T - 1 instead (zero SNR: pure noise)."""
     if beta == 1.0:
-        return randint(num_train_timesteps, (batch,), generator, device)
-    # Beta(beta, 1) has CDF u ** beta, so a uniform draw to the power 1 / beta is a Beta draw.
-    fractions = rand((batch,), generator, device).pow(1.0 / beta)
-    return (fractions * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
+        timesteps = randint(num_train_timesteps, (batch,), generator, device)
+    else:
+        # Beta(beta, 1) has CDF u ** beta, so a uniform draw to the power 1 / beta is a Beta draw.
+        fractions = rand((batch,), generator, device).pow(1.0 / beta)
+        timesteps = (fractions * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
+    if pure_noise_fraction > 0.0:  # no extra draw otherwise, so recipes without it keep their noise
+        pure = rand((batch,), generator, device) < pure_noise_fraction
+        timesteps = torch.where(pure, torch.full_like(timesteps, num_train_timesteps - 1), timesteps)
+    return timesteps
 
 
 def add_noise_pair(
@@ -90,12 +101,15 @@ def add_noise_pair(
     actions: torch.Tensor,
     generator: torch.Generator | None = None,
     timestep_beta: float = 1.0,
+    pure_noise_fraction: float = 0.0,
 ) -> NoisedPair:
     """Draws one t per sample (`training_timesteps`) and noises video (B, F, C, h, w) and actions (B, R, D) with
     that same t."""
     batch = video_latents.shape[0]
     device = video_latents.device
-    timesteps = training_timesteps(scheduler.config.num_train_timesteps, batch, timestep_beta, generator, device)
+    timesteps = training_timesteps(
+        scheduler.config.num_train_timesteps, batch, timestep_beta, generator, device, pure_noise_fraction
+    )
     video_noise = randn_tensor(video_latents.shape, generator=generator, device=device, dtype=video_latents.dtype)
     action_noise = randn_tensor(actions.shape, generator=generator, device=device, dtype=actions.dtype)
     return NoisedPair(

@@ -414,7 +414,14 @@ class VideoVLAModel(CheckpointMixin, SamplingMixin, nn.Module):
         image_latents = image_latents * keep_image[:, None, None, None, None].to(image_latents.dtype)
 
         actions = batch.actions.to(device=device, dtype=self.dtype)
-        noised = add_noise_pair(self.noise_scheduler, video_latents, actions, generator, loss_config.timestep_beta)
+        noised = add_noise_pair(
+            self.noise_scheduler,
+            video_latents,
+            actions,
+            generator,
+            loss_config.timestep_beta,
+            loss_config.pure_noise_fraction,
+        )
         conditions = self.condition_latents(image_latents, video_latents.shape[1])
         video_pred, action_pred = self.transformer(
             torch.cat([noised.noisy_video, conditions], dim=2),

@@ -219,6 +219,11 @@ class TrainingRun(PrecomputedInputs, CheckpointWriting):
                 timestep_beta=(
                     model_config.loss.timestep_beta if config.timestep_beta is None else config.timestep_beta
                 ),
+                pure_noise_fraction=(
+                    model_config.loss.pure_noise_fraction
+                    if config.pure_noise_fraction is None
+                    else config.pure_noise_fraction
+                ),
             ),
         )
         fitted = self.model.normalizer != VideoVLAModel.default_normalizer(self.model.config)

@@ -119,6 +119,8 @@ class TrainingConfig:
     """train on the video loss beside the action loss (--no-video-loss: the action-only ablation)"""
     timestep_beta: float | None = None
     """training timesteps ~ T * Beta(value, 1): 1 is uniform, more is noisier; None: the model config's"""
+    pure_noise_fraction: float | None = None
+    """chance a training sample takes the last, pure-noise timestep; None: the model config's"""
     frame_stride: int | None = None
     """recorded steps between video frames; None: the model's video_frame_period x the dataset's action rate"""
     latent_cache: str | None = None
@@ -150,6 +152,10 @@ class TrainingConfig:
             raise ValueError(f"add_conditioning must name layers among {ADDABLE_CONDITIONING}, got {unknown}")
         if self.timestep_beta is not None and not (math.isfinite(self.timestep_beta) and self.timestep_beta >= 1.0):
             raise ValueError(f"timestep_beta must be a number >= 1 (1 is uniform) or None, got {self.timestep_beta!r}")
+        if self.pure_noise_fraction is not None and not 0.0 <= self.pure_noise_fraction < 1.0:
+            raise ValueError(
+                f"pure_noise_fraction must be a probability in [0, 1) or None, got {self.pure_noise_fraction!r}"
+            )
         for name in ("steps", "batch_size", "save_every", "log_every"):
             _positive_int(name, getattr(self, name))
         if self.keep_checkpoints is not None:
