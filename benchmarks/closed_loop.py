@@ -7,7 +7,7 @@ interpolation (the simulated controller's joint-speed limit smooths the motion):
 1. render the camera frame and read the measured TCP pose (the chunk's T_-1, as the bridge anchors it);
 2. ask the policy; clamp each row's step to the bridge's default `SafetyLimits` (translation and rotation);
 3. integrate the first `execute_rows` rows from that pose (`action_convention.integrate_deltas`) and command
-   them one `time_step` apart, the gripper column as it comes (0 closed .. 1 open);
+   them one `time_step` apart, the gripper column through the bridge's `safety.gripper_command` (0 closed, 1 open);
 4. stop on the task's success check or at the time limit (simulated seconds).
 
 A target the simulated controller refuses (outside its workspace, no IK solution) keeps the previous one and is
@@ -34,7 +34,7 @@ from transforms3d.quaternions import mat2quat
 from videovla_model.action_convention import integrate_deltas, quaternion_to_matrix
 from videovla_model.contract import Observation, Policy
 from videovla_ros.evaluation_report import wilson_interval
-from videovla_ros.safety import SafetyLimits, clamp_steps
+from videovla_ros.safety import SafetyLimits, clamp_steps, gripper_command
 from videovla_sim.controller import TargetRejectedError
 from videovla_sim.env import EnvConfig, TabletopEnv
 from videovla_sim.expert_policy import ExpertPolicy
@@ -93,12 +93,13 @@ def run_episode(
                 env.controller.command_pose(target_position, mat2quat(rotation))
             except TargetRejectedError:
                 rejected += 1
-            env.controller.command_gripper(float(np.clip(opening, 0.0, 1.0)))
-            if was_open and opening < 0.5:  # policies answer 0 or 1 (thresholded)
+            opening, _ = gripper_command(float(opening), limits)
+            env.controller.command_gripper(opening)
+            if was_open and opening == 0.0:
                 closes += 1
                 if closes == 1:
                     close_offset, close_height = _offset_mm(env, named)
-            was_open = opening >= 0.5
+            was_open = opening == 1.0
             env.advance(metadata.time_step)
             held.update(env.grasped_objects())
             # 4. stop at success

@@ -141,8 +141,9 @@ class SimulatedSystem:
 
     def silence_policy(self) -> None:
         """Stops the policy node dead, without a goodbye, as a crash or a hang would (for fault tests): it leaves
-        the executor and never runs a callback again. Its handles are freed by `close`, after the executor has
-        stopped: destroying a node while another thread's executor builds its wait set kills that thread."""
+        the executor and never starts a callback again; one already running (an inference) still finishes and may
+        publish its chunk. Its handles are freed by `close`, after the executor has stopped: destroying a node while
+        another thread's executor builds its wait set kills that thread."""
         self.executor.remove_node(self.policy)
 
     def _spin(self) -> None:
