@@ -128,23 +128,35 @@ def test_a_dead_policy_node_leaves_the_simulated_arm_held_still(checkpoint):
             # The arm converges on the held target; how long that takes depends on how far the sim (its own
             # process) lags real time on a loaded machine, so wait for it to come to rest, not for a fixed time.
             before = wait_for_rest(probe, timeout=20.0)
-            time.sleep(1.5)
-            after = probe.position()
+            after = robot_seconds_later(probe, 1.5, timeout=20.0)
             if counter("chunks_accepted") == accepted:
                 break
         assert counter("chunks_accepted") == accepted, "the silenced policy kept sending chunks"
-        assert after is not None
         assert np.linalg.norm(after - before) < 2e-3, (before, after)
 
 
+def robot_seconds_later(probe: EvalProbe, seconds: float, timeout: float) -> np.ndarray:
+    """The end-effector position once the simulated arm's own clock (its ee_pose stamps) has advanced `seconds`:
+    on a loaded machine the simulator can stall, and a stalled arm must not pass for one at rest."""
+    start, _ = probe.robot_time()
+    deadline = time.monotonic() + timeout
+    while probe.robot_time()[0] < start + seconds:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the simulated arm's clock did not advance {seconds} s within {timeout} s")
+        time.sleep(0.02)
+    position = probe.position()
+    assert position is not None
+    return position
+
+
 def wait_for_rest(probe: EvalProbe, timeout: float, window: float = 0.5, tolerance: float = 1e-3) -> np.ndarray:
-    """The end-effector position once it has moved less than `tolerance` [m] over `window` [s]."""
+    """The end-effector position once it has moved less than `tolerance` [m] over `window` [s] of the simulated
+    arm's time."""
     deadline = time.monotonic() + timeout
     previous = probe.position()
     while time.monotonic() < deadline:
-        time.sleep(window)
-        current = probe.position()
-        if previous is not None and current is not None and np.linalg.norm(current - previous) < tolerance:
+        current = robot_seconds_later(probe, window, timeout)
+        if previous is not None and np.linalg.norm(current - previous) < tolerance:
             return current
         previous = current
     raise AssertionError(f"the arm was still moving {timeout} s after the watchdog tripped (last {previous})")
