@@ -60,6 +60,7 @@ setup(
             "videovla-train = videovla_model.train:main",
             "videovla-train-vae = videovla_model.train_vae:main",
             "videovla-eval-offline = videovla_model.evaluate_offline:main",
+            "videovla-merge-datasets = videovla_model.dataset_merge:main",
             "videovla-merge-lora = videovla_model.lora:main",
             # Simulation tools
             "videovla-collect = videovla_sim.collect:main",

@@ -1,6 +1,6 @@
 """The 5B model on one GPU with random weights: deploy latency per chunk and one LoRA and one full fine-tuning step.
 
-    bash benchmarks/gpu_check.sh                                   # the GPU check (< 8 minutes on one H100/H200)
+    bash benchmarks/gpu_check.sh                                   # the GPU check (82 s on one H200)
     bash benchmarks/gpu_check.sh --preset tiny --device cpu        # the same flow in seconds (what the test runs)
 
 Nothing is downloaded: the model is built with random weights directly on the device (bf16 for deployment), since

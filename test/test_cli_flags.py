@@ -1,6 +1,6 @@
 """The generated command lines: every `videovla-train(-vae)`, `-eval(-offline)`, `-demo`, `-collect`, `-sim-teleop`,
-`-import`, `-export` and `bringup` command shown in the READMEs still parses, and each flag lands in the field of
-its name."""
+`-import`, `-export`, `-merge-datasets` and `bringup` command shown in the READMEs still parses, and each flag lands
+in the field of its name."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from videovla_model.cli import checked, parse
+from videovla_model.dataset_merge import MergeConfig
 from videovla_model.evaluate_offline import OfflineEvalConfig
 from videovla_model.importers.cli import IMPORT_COMMAND, Conversion, export_command, import_main
 from videovla_model.importers.lerobot_actions import ActionConvention
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = (ROOT / "README.md", ROOT / "checkpoints" / "videovla-sim-small" / "README.md")
 COMMANDS = (
     "videovla-train-vae", "videovla-train", "videovla-eval-offline", "videovla-eval", "videovla-demo",
-    "videovla-collect", "videovla-sim-teleop", "videovla-import", "videovla-export", "bringup",
+    "videovla-collect", "videovla-sim-teleop", "videovla-import", "videovla-export", "videovla-merge-datasets",
+    "bringup",
 )  # fmt: skip
 PARSED = {
     "videovla-train-vae": videovla_train_vae,
@@ -39,6 +41,7 @@ PARSED = {
     "videovla-sim-teleop": TeleopConfig,
     "videovla-import": IMPORT_COMMAND,
     "videovla-export": export_command,
+    "videovla-merge-datasets": MergeConfig,
     "bringup": BringupConfig,
 }
 # Flags named differently from their field; fields holding more flags (merged into their parent's).

@@ -122,7 +122,7 @@ class EpisodeWriter:
             (staging / "episode.json").write_text(json.dumps(asdict(metadata), indent=2) + "\n")
             # Renaming is atomic; retrying on a name clash makes concurrent writers safe.
             while True:
-                destination = self.root / f"{_EPISODE_PREFIX}{_next_index(self.root):06d}"
+                destination = self.root / episode_folder_name(_next_index(self.root))
                 try:
                     staging.rename(destination)
                     return destination
@@ -132,6 +132,11 @@ class EpisodeWriter:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+
+def episode_folder_name(index: int) -> str:
+    """The folder name of a dataset's episode `index` (`episode_000042`)."""
+    return f"{_EPISODE_PREFIX}{index:06d}"
 
 
 def _next_index(root: Path) -> int:
